@@ -1,0 +1,244 @@
+//! The monitor's configuration as given by the user, and its validation.
+//!
+//! Everything here is checked before any KVM object is created, so a bad argument ends with a
+//! one-line error and nothing half-built.
+
+use std::path::PathBuf;
+
+/// Smallest guest RAM we accept: below this a 6.1 kernel with an initramfs cannot boot.
+pub const MIN_MEM_BYTES: u64 = 32 << 20;
+/// Largest guest RAM we accept.
+pub const MAX_MEM_BYTES: u64 = 1 << 40;
+/// Most vCPUs we configure (MP table APIC ids are 8 bits, one id is taken by the IOAPIC).
+pub const MAX_VCPUS: u8 = 64;
+/// x86 `COMMAND_LINE_SIZE` in Linux 6.1, including the terminating NUL.
+pub const MAX_CMDLINE_LEN: usize = 2048;
+
+/// Errors in the user's configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("invalid size '{0}': expected a number with an optional K, M, G or T suffix")]
+    BadSize(String),
+    #[error("memory size {0} bytes is outside the supported range 32 MiB to 1 TiB")]
+    MemOutOfRange(u64),
+    #[error("memory size {0} bytes is not a multiple of 4 KiB")]
+    MemUnaligned(u64),
+    #[error("vCPU count {0} is outside the supported range 1 to {MAX_VCPUS}")]
+    VcpusOutOfRange(u64),
+    #[error("cannot read {what} '{path}'")]
+    Unreadable {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{what} '{0}' is empty", what = .1)]
+    EmptyFile(PathBuf, &'static str),
+    #[error("guest command argument {0:?} contains a double quote, which the kernel command line cannot carry")]
+    UnquotableArg(String),
+    #[error("kernel command line is {0} bytes, the guest kernel accepts at most {max}", max = MAX_CMDLINE_LEN - 1)]
+    CmdlineTooLong(usize),
+}
+
+/// A validated description of the VM to run.
+#[derive(Debug, Clone)]
+pub struct VmConfig {
+    /// Guest kernel: an ELF `vmlinux` or a `bzImage`.
+    pub kernel: PathBuf,
+    /// Initramfs image, if any.
+    pub initrd: Option<PathBuf>,
+    /// Guest RAM in bytes.
+    pub mem_bytes: u64,
+    /// Number of vCPUs.
+    pub vcpus: u8,
+    /// Kernel command line parameters appended to the monitor's defaults.
+    pub cmdline_extra: String,
+    /// Command the guest init runs (passed after `--` on the kernel command line).
+    pub command: Vec<String>,
+}
+
+/// Parameters the monitor always puts on the kernel command line.
+///
+/// `reboot=k` makes the guest reset through the i8042 controller, which the monitor emulates
+/// and treats as power-off; `panic=-1` turns a guest panic into an immediate reset instead of a
+/// hang.
+pub const DEFAULT_CMDLINE: &str = "console=ttyS0 reboot=k panic=-1 quiet";
+
+impl VmConfig {
+    /// Checks sizes and files, so that later steps only fail for reasons outside the user's control.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !(MIN_MEM_BYTES..=MAX_MEM_BYTES).contains(&self.mem_bytes) {
+            return Err(ConfigError::MemOutOfRange(self.mem_bytes));
+        }
+        if !self.mem_bytes.is_multiple_of(4096) {
+            return Err(ConfigError::MemUnaligned(self.mem_bytes));
+        }
+        if self.vcpus == 0 || self.vcpus > MAX_VCPUS {
+            return Err(ConfigError::VcpusOutOfRange(self.vcpus.into()));
+        }
+        check_file(&self.kernel, "kernel")?;
+        if let Some(initrd) = &self.initrd {
+            check_file(initrd, "initrd")?;
+        }
+        let len = self.cmdline()?.len();
+        if len >= MAX_CMDLINE_LEN {
+            return Err(ConfigError::CmdlineTooLong(len));
+        }
+        Ok(())
+    }
+
+    /// The full kernel command line: defaults, the user's extra parameters, then `-- COMMAND`.
+    pub fn cmdline(&self) -> Result<String, ConfigError> {
+        let mut line = String::from(DEFAULT_CMDLINE);
+        if !self.cmdline_extra.trim().is_empty() {
+            line.push(' ');
+            line.push_str(self.cmdline_extra.trim());
+        }
+        if !self.command.is_empty() {
+            line.push_str(" --");
+            for arg in &self.command {
+                line.push(' ');
+                line.push_str(&quote_arg(arg)?);
+            }
+        }
+        Ok(line)
+    }
+}
+
+/// Quotes one init argument the way the kernel's `next_arg()` splits them.
+fn quote_arg(arg: &str) -> Result<String, ConfigError> {
+    if arg.contains('"') {
+        return Err(ConfigError::UnquotableArg(arg.to_string()));
+    }
+    if arg.is_empty() || arg.chars().any(char::is_whitespace) {
+        Ok(format!("\"{arg}\""))
+    } else {
+        Ok(arg.to_string())
+    }
+}
+
+fn check_file(path: &std::path::Path, what: &'static str) -> Result<(), ConfigError> {
+    let meta = std::fs::metadata(path).map_err(|source| ConfigError::Unreadable {
+        what,
+        path: path.to_path_buf(),
+        source,
+    })?;
+    if meta.is_dir() {
+        return Err(ConfigError::Unreadable {
+            what,
+            path: path.to_path_buf(),
+            source: std::io::Error::from(std::io::ErrorKind::IsADirectory),
+        });
+    }
+    if meta.len() == 0 {
+        return Err(ConfigError::EmptyFile(path.to_path_buf(), what));
+    }
+    std::fs::File::open(path).map_err(|source| ConfigError::Unreadable {
+        what,
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(())
+}
+
+/// Parses a size such as `512M`, `2G`, `65536` or `1.5G` into bytes (binary units).
+pub fn parse_size(text: &str) -> Result<u64, ConfigError> {
+    let bad = || ConfigError::BadSize(text.to_string());
+    let t = text.trim();
+    let t = t.strip_suffix(['B', 'b']).unwrap_or(t);
+    let (num, shift) = match t.chars().last().ok_or_else(bad)? {
+        'k' | 'K' => (&t[..t.len() - 1], 10),
+        'm' | 'M' => (&t[..t.len() - 1], 20),
+        'g' | 'G' => (&t[..t.len() - 1], 30),
+        't' | 'T' => (&t[..t.len() - 1], 40),
+        _ => (t, 0),
+    };
+    if let Ok(n) = num.parse::<u64>() {
+        return n.checked_mul(1u64 << shift).ok_or_else(bad);
+    }
+    let f: f64 = num.parse().map_err(|_| bad())?;
+    let bytes = f * (1u64 << shift) as f64;
+    if !f.is_finite() || f < 0.0 || bytes >= u64::MAX as f64 {
+        return Err(bad());
+    }
+    Ok(bytes as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> VmConfig {
+        VmConfig {
+            kernel: PathBuf::from("/nonexistent"),
+            initrd: None,
+            mem_bytes: 256 << 20,
+            vcpus: 1,
+            cmdline_extra: String::new(),
+            command: vec![],
+        }
+    }
+
+    #[test]
+    fn sizes_parse_with_suffixes() {
+        assert_eq!(parse_size("512M").unwrap(), 512 << 20);
+        assert_eq!(parse_size("2g").unwrap(), 2 << 30);
+        assert_eq!(parse_size("4096").unwrap(), 4096);
+        assert_eq!(parse_size("1.5G").unwrap(), 3 << 29);
+        assert_eq!(
+            parse_size("64MiB".trim_end_matches("iB")).unwrap(),
+            64 << 20
+        );
+        for bad in [
+            "",
+            "M",
+            "-1G",
+            "12Q",
+            "1e400",
+            "99999999999999999999T",
+            "NaN",
+        ] {
+            assert!(parse_size(bad).is_err(), "{bad} should be rejected");
+        }
+    }
+
+    #[test]
+    fn impossible_memory_and_vcpus_are_rejected() {
+        let mut c = cfg();
+        c.mem_bytes = 1 << 20;
+        assert!(matches!(c.validate(), Err(ConfigError::MemOutOfRange(_))));
+        c.mem_bytes = (256 << 20) + 1;
+        assert!(matches!(c.validate(), Err(ConfigError::MemUnaligned(_))));
+        c.mem_bytes = 256 << 20;
+        c.vcpus = 0;
+        assert!(matches!(c.validate(), Err(ConfigError::VcpusOutOfRange(0))));
+        c.vcpus = 1;
+        assert!(matches!(c.validate(), Err(ConfigError::Unreadable { .. })));
+    }
+
+    #[test]
+    fn command_is_appended_after_double_dash_with_quotes() {
+        let mut c = cfg();
+        c.cmdline_extra = " loglevel=8 ".into();
+        c.command = vec!["sh".into(), "-c".into(), "echo a b".into(), String::new()];
+        assert_eq!(
+            c.cmdline().unwrap(),
+            format!("{DEFAULT_CMDLINE} loglevel=8 -- sh -c \"echo a b\" \"\"")
+        );
+        c.command = vec!["say \"hi\"".into()];
+        assert!(matches!(c.cmdline(), Err(ConfigError::UnquotableArg(_))));
+    }
+
+    #[test]
+    fn overlong_command_line_is_rejected() {
+        let dir = std::env::temp_dir().join(format!("vmm-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let kernel = dir.join("k");
+        std::fs::write(&kernel, b"x").unwrap();
+        let mut c = cfg();
+        c.kernel = kernel;
+        c.command = vec!["x".repeat(3000)];
+        assert!(matches!(c.validate(), Err(ConfigError::CmdlineTooLong(_))));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

@@ -1,0 +1,246 @@
+//! The `vmm` command: argument parsing, console wiring and exit-code mapping.
+//!
+//! Exit codes of `vmm launch`:
+//! - the guest command's exit status, when a command was given and the guest reported it;
+//! - 0 when the guest powered off and no command was given;
+//! - 2 for bad arguments (missing or unreadable kernel, impossible sizes);
+//! - 125 when the monitor or the VM failed (KVM error, triple fault, guest ended without
+//!   reporting its command's status).
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use vmm::vmm::Console;
+use vmm::{parse_size, ExitReason, VmConfig, Vmm, VmmError};
+use vmm_sys_util::terminal::Terminal;
+
+/// Exit code for bad arguments.
+const EXIT_USAGE: u8 = 2;
+/// Exit code for a failure of the monitor or the VM.
+const EXIT_VMM_FAILURE: u8 = 125;
+
+#[derive(Parser)]
+#[command(
+    name = "vmm",
+    version,
+    about = "KVM monitor for offloading threads of Linux programs"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Boot a guest; with `-- COMMAND...` the guest init runs COMMAND and vmm exits with its status.
+    Launch(LaunchArgs),
+}
+
+#[derive(clap::Args)]
+struct LaunchArgs {
+    /// Guest kernel (ELF vmlinux or bzImage) [default: vmlinux from the image directory]
+    #[arg(long)]
+    kernel: Option<PathBuf>,
+    /// Guest initramfs [default: initramfs.cpio.gz from the image directory]
+    #[arg(long)]
+    initrd: Option<PathBuf>,
+    /// Guest RAM, e.g. 512M or 2G
+    #[arg(long, default_value = "512M")]
+    mem: String,
+    /// Number of vCPUs
+    #[arg(long, default_value_t = 1)]
+    vcpus: u8,
+    /// Extra kernel command line parameters
+    #[arg(long, default_value = "")]
+    cmdline: String,
+    /// Write the VM exit counts and run time to this file when the VM ends
+    #[arg(long)]
+    exit_stats: Option<PathBuf>,
+    /// Command for the guest init to run
+    #[arg(last = true)]
+    command: Vec<String>,
+}
+
+/// Directories searched for the default guest images, in order.
+fn image_dirs() -> Vec<PathBuf> {
+    let mut dirs = Vec::new();
+    if let Some(dir) = std::env::var_os("VMM_IMAGE_DIR") {
+        dirs.push(PathBuf::from(dir));
+    }
+    dirs.push(PathBuf::from("/usr/share/vmm"));
+    if let Ok(exe) = std::env::current_exe() {
+        // target/{debug,release}/vmm in a checkout: the images are in build/images/guest.
+        if let Some(root) = exe.ancestors().nth(3) {
+            dirs.push(root.join("build/images/guest"));
+        }
+    }
+    dirs
+}
+
+fn default_image(name: &str) -> anyhow::Result<PathBuf> {
+    let dirs = image_dirs();
+    dirs.iter()
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+        .with_context(|| {
+            let list: Vec<_> = dirs.iter().map(|d| d.display().to_string()).collect();
+            format!(
+                "no {name} found in {}; run images/build.sh or pass it explicitly",
+                list.join(", ")
+            )
+        })
+}
+
+fn config_from(args: &LaunchArgs) -> anyhow::Result<VmConfig> {
+    let kernel = match &args.kernel {
+        Some(k) => k.clone(),
+        None => default_image("vmlinux")?,
+    };
+    let initrd = match &args.initrd {
+        Some(i) => Some(i.clone()),
+        None => Some(default_image("initramfs.cpio.gz")?),
+    };
+    let config = VmConfig {
+        kernel,
+        initrd,
+        mem_bytes: parse_size(&args.mem)?,
+        vcpus: args.vcpus,
+        cmdline_extra: args.cmdline.clone(),
+        command: args.command.clone(),
+    };
+    config.validate()?;
+    Ok(config)
+}
+
+/// Puts an interactive terminal in raw mode for the guest console and restores it on drop.
+struct RawTerminal(Option<std::io::Stdin>);
+
+impl RawTerminal {
+    fn new() -> Self {
+        let stdin = std::io::stdin();
+        if stdin.is_terminal() && stdin.lock().set_raw_mode().is_ok() {
+            Self(Some(stdin))
+        } else {
+            Self(None)
+        }
+    }
+}
+
+impl Drop for RawTerminal {
+    fn drop(&mut self) {
+        if let Some(stdin) = &self.0 {
+            let _ = stdin.lock().set_canon_mode();
+        }
+    }
+}
+
+fn write_stats(path: &Path, outcome: &vmm::VmOutcome) -> anyhow::Result<()> {
+    let text = format!(
+        "exits {}\nelapsed_ms {}\n",
+        outcome.exits,
+        outcome.elapsed.as_millis()
+    );
+    std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
+}
+
+fn launch(args: LaunchArgs) -> ExitCode {
+    let config = match config_from(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("vmm: {e:#}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let input = std::io::stdin().lock().tty_fd();
+    let input = dup_file(input);
+    let console = Console {
+        output: Box::new(std::io::stdout()),
+        input,
+    };
+    let raw = RawTerminal::new();
+    let result = Vmm::run(&config, console);
+    drop(raw);
+    let outcome = match result {
+        Ok(o) => o,
+        Err(VmmError::Config(e)) => {
+            eprintln!("vmm: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+        Err(e) => {
+            eprintln!("vmm: {:#}", anyhow::Error::from(e));
+            return ExitCode::from(EXIT_VMM_FAILURE);
+        }
+    };
+    log::info!(
+        "guest ended: {:?}; exits: {}",
+        outcome.reason,
+        outcome.exits
+    );
+    if let Some(path) = &args.exit_stats {
+        if let Err(e) = write_stats(path, &outcome) {
+            eprintln!("vmm: {e:#}");
+        }
+    }
+    exit_code(&config, &outcome)
+}
+
+/// Maps the outcome to the process exit code described in the module header.
+fn exit_code(config: &VmConfig, outcome: &vmm::VmOutcome) -> ExitCode {
+    if let ExitReason::Vcpu { id, stop } = &outcome.reason {
+        if !outcome.is_clean() {
+            eprintln!("vmm: the VM failed on vCPU {id}: {}", describe_stop(stop));
+            return ExitCode::from(EXIT_VMM_FAILURE);
+        }
+    }
+    match (config.command.is_empty(), outcome.guest_status) {
+        (false, Some(status)) => ExitCode::from(status.clamp(0, 255) as u8),
+        (false, None) => {
+            eprintln!("vmm: the guest ended without reporting the exit status of its command");
+            ExitCode::from(EXIT_VMM_FAILURE)
+        }
+        (true, _) => ExitCode::SUCCESS,
+    }
+}
+
+fn describe_stop(stop: &vmm::vstate::vcpu::VcpuStop) -> String {
+    use vmm::vstate::vcpu::VcpuStop as S;
+    match stop {
+        S::SystemEvent(k) => format!("system event {k}"),
+        S::TripleFault { registers } => format!("triple fault\n{registers}"),
+        S::FailedEntry { reason, registers } => {
+            format!("KVM could not enter the guest (hardware reason {reason:#x})\n{registers}")
+        }
+        S::InternalError {
+            suberror,
+            registers,
+        } => {
+            format!("KVM internal error (suberror {suberror})\n{registers}")
+        }
+        S::Unexpected { exit, registers } => format!("unexpected exit {exit}\n{registers}"),
+        S::RunFailed { errno, registers } => format!(
+            "KVM_RUN failed: {}\n{registers}",
+            std::io::Error::from_raw_os_error(*errno)
+        ),
+    }
+}
+
+/// A file sharing the open file description of `fd`, for the event loop to poll.
+fn dup_file(fd: std::os::fd::RawFd) -> Option<std::fs::File> {
+    use std::os::fd::BorrowedFd;
+    // SAFETY: `fd` is the process's standard input, open for the whole life of the process.
+    let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+    borrowed.try_clone_to_owned().ok().map(std::fs::File::from)
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
+        .format_timestamp_millis()
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Launch(args) => launch(args),
+    }
+}

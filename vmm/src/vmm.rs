@@ -1,0 +1,278 @@
+//! Assembles a VM from a [`VmConfig`], runs it, and reports how it ended.
+//!
+//! The calling thread becomes the event loop (console input, exit events); each vCPU runs on
+//! its own thread. The VM ends when the guest resets through the i8042 (how our guests power
+//! off), or when a vCPU hits something fatal (triple fault, failed entry, internal error), in
+//! which case the reason and the vCPU's registers are part of the outcome.
+
+use std::fs::File;
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{channel, Receiver};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use event_manager::{EventManager, EventOps, Events, MutEventSubscriber, SubscriberOps};
+use vmm_sys_util::epoll::EventSet;
+use vmm_sys_util::eventfd::EventFd;
+use vmm_sys_util::signal::Killable;
+
+use crate::boot::{layout, loader, memory, mptable, regs};
+use crate::config::{ConfigError, VmConfig};
+use crate::devices::bus::{Bus, BusError};
+use crate::devices::legacy::{I8042, I8042_BASE, I8042_LEN};
+use crate::devices::serial::{
+    ConsoleOutput, GuestStatus, SerialDevice, SerialInput, COM1_BASE, COM1_LEN,
+};
+use crate::stats::{ExitCounters, ExitStats};
+use crate::vstate::vcpu::{self, BootState, Vcpu, VcpuReport, VcpuStop};
+use crate::vstate::vm::{Vm, VmError};
+
+/// Errors building or running a VM.
+#[derive(Debug, thiserror::Error)]
+pub enum VmmError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("guest memory")]
+    Memory(#[from] memory::MemoryError),
+    #[error("KVM")]
+    Vm(#[from] VmError),
+    #[error("loading the guest")]
+    Loader(#[from] loader::LoaderError),
+    #[error("MP table")]
+    MpTable(#[from] mptable::MpTableError),
+    #[error("boot page tables")]
+    Regs(#[from] regs::RegsError),
+    #[error("vCPU")]
+    Vcpu(#[from] vcpu::VcpuError),
+    #[error("device bus")]
+    Bus(#[from] BusError),
+    #[error("cannot create an eventfd")]
+    EventFd(#[source] std::io::Error),
+    #[error("cannot connect the serial interrupt")]
+    Irqfd(#[source] kvm_ioctls::Error),
+    #[error("event loop")]
+    EventLoop(#[source] event_manager::Error),
+}
+
+/// Why the VM ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExitReason {
+    /// The guest reset through the i8042 controller: a reboot or power-off.
+    GuestReset,
+    /// A vCPU ended the VM.
+    Vcpu { id: u8, stop: VcpuStop },
+}
+
+/// How a VM run ended.
+#[derive(Debug, Clone)]
+pub struct VmOutcome {
+    pub reason: ExitReason,
+    /// The exit status the guest init printed for its command, if it did.
+    pub guest_status: Option<i32>,
+    /// Exits to user space, by kind, over the whole run.
+    pub exits: ExitStats,
+    /// Time from the start of `run` to the end of the VM.
+    pub elapsed: Duration,
+}
+
+impl VmOutcome {
+    /// Whether the guest shut down normally (as opposed to a KVM or guest failure).
+    pub fn is_clean(&self) -> bool {
+        matches!(
+            self.reason,
+            ExitReason::GuestReset
+                | ExitReason::Vcpu {
+                    stop: VcpuStop::SystemEvent(_),
+                    ..
+                }
+        )
+    }
+}
+
+/// Where the guest console goes.
+pub struct Console {
+    /// Receives everything the guest writes to its serial port.
+    pub output: Box<dyn Write + Send>,
+    /// Host input for the guest; `None` gives the guest no input.
+    pub input: Option<File>,
+}
+
+/// A running or finished VM.
+pub struct Vmm;
+
+/// How long stopping vCPU threads may take before the monitor gives up on them.
+const VCPU_STOP_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl Vmm {
+    /// Builds the VM described by `config`, runs it to its end and reports the outcome.
+    pub fn run(config: &VmConfig, console: Console) -> Result<VmOutcome, VmmError> {
+        let start = Instant::now();
+        config.validate()?;
+        let mem = memory::create_guest_memory(config.mem_bytes)?;
+        let vm = Vm::new()?;
+        vm.register_memory(&mem)?;
+        let cmdline = config.cmdline()?;
+        let e820 = memory::e820_map(config.mem_bytes);
+        let images = loader::BootImages {
+            kernel: &config.kernel,
+            initrd: config.initrd.as_deref(),
+            cmdline: &cmdline,
+            e820: &e820,
+        };
+        let entry = loader::load(&mem, &images)?;
+        mptable::setup(&mem, config.vcpus)?;
+        regs::write_boot_tables(&mem)?;
+        log::debug!("kernel entry {:#x}, command line: {cmdline}", entry.entry.0);
+
+        let evt = || EventFd::new(libc::EFD_NONBLOCK).map_err(VmmError::EventFd);
+        let reset_evt = evt()?;
+        let exit_evt = evt()?;
+        let status = GuestStatus::default();
+        let (pio, serial, drained_evt) = build_devices(&vm, &reset_evt, console.output, &status)?;
+        let pio = Arc::new(pio);
+        let mmio = Arc::new(Bus::new());
+
+        let counters = Arc::new(ExitCounters::default());
+        let cpuid = vm.supported_cpuid()?;
+        vcpu::install_kick_handler()?;
+        let mut vcpus = Vec::new();
+        for id in 0..config.vcpus {
+            let v = Vcpu::new(vm.fd(), id, pio.clone(), mmio.clone(), counters.clone())?;
+            v.configure(&BootState {
+                cpuid: &cpuid,
+                count: config.vcpus,
+                entry: entry.entry.0,
+                zero_page: entry.zero_page.0,
+            })?;
+            vcpus.push(v);
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let (report_tx, report_rx) = channel();
+        let mut threads = Vec::new();
+        for v in vcpus {
+            let exit = exit_evt.try_clone().map_err(VmmError::EventFd)?;
+            threads.push(v.start(stop.clone(), report_tx.clone(), exit)?);
+        }
+
+        let input = SerialInput::new(serial, console.input, drained_evt);
+        let reason = run_event_loop(input, reset_evt, exit_evt, &report_rx);
+        stop_vcpus(&stop, threads);
+        let reason = reason?;
+        let guest_status = *status.lock().unwrap_or_else(|p| p.into_inner());
+        // Keep the memory mapped until every vCPU thread is gone.
+        drop(mem);
+        Ok(VmOutcome {
+            reason,
+            guest_status,
+            exits: counters.snapshot(),
+            elapsed: start.elapsed(),
+        })
+    }
+}
+
+/// Creates the port-I/O devices: the console UART (with its irqfd) and the i8042.
+fn build_devices(
+    vm: &Vm,
+    reset_evt: &EventFd,
+    output: Box<dyn Write + Send>,
+    status: &GuestStatus,
+) -> Result<(Bus, Arc<Mutex<SerialDevice>>, EventFd), VmmError> {
+    let evt = || EventFd::new(libc::EFD_NONBLOCK).map_err(VmmError::EventFd);
+    let serial_irq = evt()?;
+    vm.fd()
+        .register_irqfd(&serial_irq, layout::SERIAL_IRQ)
+        .map_err(VmmError::Irqfd)?;
+    let drained = evt()?;
+    let serial = Arc::new(Mutex::new(SerialDevice::new(
+        serial_irq,
+        drained.try_clone().map_err(VmmError::EventFd)?,
+        ConsoleOutput::new(output, status.clone()),
+    )));
+    let i8042 = Arc::new(Mutex::new(I8042::new(
+        reset_evt.try_clone().map_err(VmmError::EventFd)?,
+    )));
+    let mut pio = Bus::new();
+    pio.insert(serial.clone(), COM1_BASE, COM1_LEN)?;
+    pio.insert(i8042, I8042_BASE, I8042_LEN)?;
+    Ok((pio, serial, drained))
+}
+
+/// Runs the event loop until the guest resets or a vCPU reports the end of the VM.
+fn run_event_loop(
+    input: SerialInput,
+    reset_evt: EventFd,
+    exit_evt: EventFd,
+    reports: &Receiver<VcpuReport>,
+) -> Result<ExitReason, VmmError> {
+    let mut manager: EventManager<Arc<Mutex<dyn MutEventSubscriber + Send>>> =
+        EventManager::new().map_err(VmmError::EventLoop)?;
+    let watcher = Arc::new(Mutex::new(ExitWatcherState {
+        reset_evt,
+        exit_evt,
+        reset: false,
+    }));
+    manager.add_subscriber(watcher.clone());
+    manager.add_subscriber(Arc::new(Mutex::new(input)));
+    loop {
+        manager.run_with_timeout(100).map_err(VmmError::EventLoop)?;
+        if let Ok(report) = reports.try_recv() {
+            return Ok(ExitReason::Vcpu {
+                id: report.id,
+                stop: report.stop,
+            });
+        }
+        if watcher.lock().unwrap_or_else(|p| p.into_inner()).reset {
+            return Ok(ExitReason::GuestReset);
+        }
+    }
+}
+
+/// Event-loop state for the exit events.
+struct ExitWatcherState {
+    reset_evt: EventFd,
+    exit_evt: EventFd,
+    reset: bool,
+}
+
+impl MutEventSubscriber for ExitWatcherState {
+    fn process(&mut self, events: Events, _ops: &mut EventOps) {
+        use std::os::fd::AsRawFd;
+        if events.fd() == self.reset_evt.as_raw_fd() {
+            let _ = self.reset_evt.read();
+            self.reset = true;
+        } else {
+            let _ = self.exit_evt.read();
+        }
+    }
+
+    fn init(&mut self, ops: &mut EventOps) {
+        for fd in [&self.reset_evt, &self.exit_evt] {
+            if let Err(e) = ops.add(Events::new(fd, EventSet::IN)) {
+                log::error!("cannot watch the VM exit events: {e:?}");
+            }
+        }
+    }
+}
+
+/// Asks every vCPU thread to stop, kicking it out of `KVM_RUN` until it has ended.
+fn stop_vcpus(stop: &AtomicBool, mut threads: Vec<JoinHandle<()>>) {
+    stop.store(true, Ordering::Release);
+    let deadline = Instant::now() + VCPU_STOP_TIMEOUT;
+    while !threads.is_empty() && Instant::now() < deadline {
+        threads.retain(|t| {
+            if t.is_finished() {
+                return false;
+            }
+            // A kick that lands outside KVM_RUN is lost; the loop sends another.
+            let _ = t.kill(vcpu::kick_signal());
+            true
+        });
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    for t in threads.iter() {
+        log::warn!("vCPU thread {:?} did not stop in time", t.thread().name());
+    }
+    // Finished threads are joined here; stragglers are detached (the process is ending).
+}

@@ -1,0 +1,4 @@
+//! KVM state: the VM (memory slots, irqchip, PIT) and its vCPUs (state, threads, exit handling).
+
+pub mod vcpu;
+pub mod vm;
