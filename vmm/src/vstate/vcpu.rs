@@ -115,6 +115,11 @@ impl Vcpu {
         })
     }
 
+    /// The KVM vCPU, for callers that set up state other than the Linux boot state.
+    pub fn fd(&self) -> &VcpuFd {
+        &self.fd
+    }
+
     fn cfg_err(&self, what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> VcpuError {
         let id = self.id;
         move |source| VcpuError::Configure { id, what, source }
