@@ -1,1 +1,441 @@
-//! Test-host harness (filled in later).
+//! The test-host harness: every end-to-end test and benchmark runs `vmm` through it.
+//!
+//! Where the CPU exposes hardware virtualization (`vmx`/`svm` in /proc/cpuinfo) a script runs
+//! directly on this machine (**native** host). Otherwise (the build machines, see PLATFORM.md)
+//! the harness boots the **emulated** test host: QEMU TCG emulating an AMD CPU with SVM, running
+//! Debian's cloud kernel with `kvm_amd`, so `/dev/kvm` inside it is real KVM. The script, the
+//! `vmm` binary with its shared libraries and the guest images are appended to the test host's
+//! initramfs as an extra cpio archive; the test-host init runs `/testhost/run.sh`, prints
+//! `testhost: exit-status=N` and powers off. The harness parses that, tears QEMU down, and keeps
+//! the console log under `build/testhost-runs/`.
+
+use std::fmt;
+use std::fs::{self, File};
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+/// Marker the test-host init prints after the script: `testhost: exit-status=N`.
+pub const TESTHOST_STATUS: &str = "testhost: exit-status=";
+/// Marker the test-host init prints before running the script.
+pub const TESTHOST_READY: &str = "testhost: ready";
+
+/// The kind of host a run used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostKind {
+    /// This machine, which has hardware virtualization.
+    Native,
+    /// QEMU TCG with nested SVM, real KVM inside.
+    Emulated,
+}
+
+impl fmt::Display for HostKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HostKind::Native => write!(f, "native (this machine's hardware KVM)"),
+            HostKind::Emulated => write!(f, "emulated (QEMU TCG with nested SVM, real KVM inside)"),
+        }
+    }
+}
+
+/// Which kind of host this machine needs, from the CPU flags (`TESTHOST=emulated|native`
+/// overrides).
+pub fn host_kind() -> HostKind {
+    match std::env::var("TESTHOST").as_deref() {
+        Ok("emulated") => return HostKind::Emulated,
+        Ok("native") => return HostKind::Native,
+        _ => {}
+    }
+    let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let hw = cpuinfo
+        .lines()
+        .filter(|l| l.starts_with("flags"))
+        .any(|l| l.split_whitespace().any(|f| f == "vmx" || f == "svm"));
+    if hw {
+        HostKind::Native
+    } else {
+        HostKind::Emulated
+    }
+}
+
+/// What a script needs besides `vmm` and the guest images.
+#[derive(Debug, Clone, Default)]
+pub struct RunOpts {
+    /// Extra executables, put on the script's PATH (with their shared libraries).
+    pub binaries: Vec<PathBuf>,
+    /// Extra data files: (source, absolute destination in the test host).
+    pub files: Vec<(PathBuf, String)>,
+    /// How long the whole run may take (default 20 minutes).
+    pub timeout: Option<Duration>,
+    /// Name used for the run's log folder.
+    pub name: String,
+}
+
+/// The result of one script run.
+#[derive(Debug, Clone)]
+pub struct RunResult {
+    pub host: HostKind,
+    /// The script's exit status.
+    pub status: i32,
+    /// What the script printed (the test host's own boot messages are left out), `\r` removed.
+    pub output: String,
+    /// Wall time of the whole run, boot and teardown included.
+    pub elapsed: Duration,
+}
+
+/// Paths of everything a run needs.
+#[derive(Debug, Clone)]
+pub struct Harness {
+    pub root: PathBuf,
+    pub vmm_bin: PathBuf,
+    pub guest_dir: PathBuf,
+    pub testhost_dir: PathBuf,
+}
+
+impl Harness {
+    /// Finds the repository, the release `vmm` binary and the built images; a clear error tells
+    /// what to build when something is missing.
+    pub fn locate() -> Result<Self> {
+        let root = match std::env::var_os("OFFLOAD_ROOT") {
+            Some(r) => PathBuf::from(r),
+            None => Path::new(env!("CARGO_MANIFEST_DIR")).join(".."),
+        };
+        let root = root.canonicalize().context("repository root")?;
+        let vmm_bin = std::env::var_os("VMM_BIN")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| root.join("target/release/vmm"));
+        let h = Harness {
+            guest_dir: root.join("build/images/guest"),
+            testhost_dir: root.join("build/images/testhost"),
+            vmm_bin,
+            root,
+        };
+        for (p, fix) in [
+            (&h.vmm_bin, "cargo build --release -p vmm"),
+            (&h.guest_dir.join("vmlinux"), "images/build.sh"),
+            (&h.guest_dir.join("initramfs.cpio.gz"), "images/build.sh"),
+            (&h.testhost_dir.join("vmlinuz"), "images/build.sh"),
+            (
+                &h.testhost_dir.join("initramfs-base.cpio.gz"),
+                "images/build.sh",
+            ),
+        ] {
+            if !p.is_file() {
+                bail!("{} is missing: run `{fix}` first", p.display());
+            }
+        }
+        Ok(h)
+    }
+
+    /// The guest kernel's release string, as written by the image build.
+    pub fn guest_kernel_release(&self) -> Result<String> {
+        let p = self.guest_dir.join("kernel.release");
+        Ok(fs::read_to_string(&p)
+            .with_context(|| format!("reading {}", p.display()))?
+            .trim()
+            .to_string())
+    }
+
+    /// Runs `script` (POSIX sh) on a test host where `vmm` is on the PATH and finds its default
+    /// guest images, and returns its status and output.
+    pub fn run(&self, script: &str, opts: &RunOpts) -> Result<RunResult> {
+        let kind = host_kind();
+        eprintln!("[testhost] {}: host {kind}", opts.name);
+        let dir = self.run_dir(&opts.name)?;
+        let _lock = self.lock()?;
+        match kind {
+            HostKind::Native => self.run_native(script, opts, &dir),
+            HostKind::Emulated => self.run_emulated(script, opts, &dir),
+        }
+    }
+
+    fn run_dir(&self, name: &str) -> Result<PathBuf> {
+        let safe: String = name
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let dir = self
+            .root
+            .join("build/testhost-runs")
+            .join(format!("{safe}-{}", std::process::id()));
+        if dir.exists() {
+            fs::remove_dir_all(&dir).ok();
+        }
+        fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        Ok(dir)
+    }
+
+    /// One test host at a time: two emulated hosts on two cores would only slow each other.
+    fn lock(&self) -> Result<File> {
+        let path = self.root.join("build/testhost.lock");
+        let f = File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+        f.lock().context("locking the test host")?;
+        Ok(f)
+    }
+
+    fn run_native(&self, script: &str, opts: &RunOpts, dir: &Path) -> Result<RunResult> {
+        let start = Instant::now();
+        let bin = dir.join("bin");
+        fs::create_dir_all(&bin)?;
+        fs::copy(&self.vmm_bin, bin.join("vmm"))?;
+        for b in &opts.binaries {
+            fs::copy(b, bin.join(file_name(b)?))?;
+        }
+        let path = format!(
+            "{}:{}",
+            bin.display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .env("PATH", path)
+            .env("VMM_IMAGE_DIR", &self.guest_dir)
+            .stdin(Stdio::null())
+            .stderr(Stdio::inherit())
+            .output()
+            .context("running the script")?;
+        let output = String::from_utf8_lossy(&out.stdout).replace('\r', "");
+        fs::write(dir.join("console.log"), &output)?;
+        Ok(RunResult {
+            host: HostKind::Native,
+            status: out.status.code().unwrap_or(-1),
+            output,
+            elapsed: start.elapsed(),
+        })
+    }
+
+    fn run_emulated(&self, script: &str, opts: &RunOpts, dir: &Path) -> Result<RunResult> {
+        let start = Instant::now();
+        let initrd = self.build_initrd(script, opts, dir)?;
+        let log_path = dir.join("console.log");
+        let mut child = Command::new("qemu-system-x86_64")
+            .args(["-M", "q35", "-accel", "tcg,thread=multi", "-smp", "2"])
+            .args(["-cpu", "EPYC,+svm,+npt,+nrip-save", "-m", "2048"])
+            .args(["-display", "none", "-monitor", "none", "-serial", "stdio"])
+            .args(["-no-reboot", "-nodefaults"])
+            .arg("-kernel")
+            .arg(self.testhost_dir.join("vmlinuz"))
+            .arg("-initrd")
+            .arg(&initrd)
+            .args(["-append", "console=ttyS0 quiet panic=-1"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("starting qemu-system-x86_64 (is qemu-system-x86 installed?)")?;
+        let stdout = child.stdout.take().context("qemu stdout")?;
+        let mut stderr = child.stderr.take().context("qemu stderr")?;
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line.replace('\r', "")).is_err() {
+                    break;
+                }
+            }
+        });
+        let timeout = opts.timeout.unwrap_or(Duration::from_secs(1200));
+        let (log, status) = collect_console(&rx, start + timeout);
+        if status.is_none() {
+            let _ = child.kill();
+        }
+        let exit = child.wait().context("waiting for qemu")?;
+        let mut err = String::new();
+        let _ = stderr.read_to_string(&mut err);
+        fs::write(&log_path, log.join("\n")).ok();
+        let Some(status) = status else {
+            let tail: Vec<_> = log.iter().rev().take(30).rev().cloned().collect();
+            bail!(
+                "test host ended without a status (qemu {exit}, {}s; log {}):\n{}\n{err}",
+                start.elapsed().as_secs(),
+                log_path.display(),
+                tail.join("\n")
+            );
+        };
+        Ok(RunResult {
+            host: HostKind::Emulated,
+            status,
+            output: script_output(&log),
+            elapsed: start.elapsed(),
+        })
+    }
+
+    /// The test host's base initramfs followed by an archive with the script, `vmm`, the guest
+    /// images, extra binaries and their shared libraries.
+    fn build_initrd(&self, script: &str, opts: &RunOpts, dir: &Path) -> Result<PathBuf> {
+        let tree = dir.join("overlay");
+        let put = |src: &Path, dest: &str| -> Result<()> {
+            let to = tree.join(dest.trim_start_matches('/'));
+            fs::create_dir_all(to.parent().context("destination")?)?;
+            fs::copy(src, &to).with_context(|| format!("copying {}", src.display()))?;
+            Ok(())
+        };
+        fs::create_dir_all(tree.join("testhost"))?;
+        fs::write(tree.join("testhost/run.sh"), script)?;
+        let mut bins = vec![self.vmm_bin.clone()];
+        bins.extend(opts.binaries.iter().cloned());
+        for b in &bins {
+            put(b, &format!("/usr/bin/{}", file_name(b)?))?;
+            for lib in shared_libs(b)? {
+                put(&lib, &lib.display().to_string())?;
+            }
+        }
+        put(&self.guest_dir.join("vmlinux"), "/usr/share/vmm/vmlinux")?;
+        put(
+            &self.guest_dir.join("initramfs.cpio.gz"),
+            "/usr/share/vmm/initramfs.cpio.gz",
+        )?;
+        for (src, dest) in &opts.files {
+            put(src, dest)?;
+        }
+        let overlay = dir.join("overlay.cpio");
+        let status = Command::new("sh")
+            .arg("-c")
+            .arg("cd \"$1\" && find . | cpio -o -H newc --quiet > \"$2\"")
+            .args([
+                "sh",
+                &tree.display().to_string(),
+                &overlay.display().to_string(),
+            ])
+            .status()
+            .context("running cpio")?;
+        if !status.success() {
+            bail!(
+                "cpio failed building {} (is cpio installed?)",
+                overlay.display()
+            );
+        }
+        let initrd = dir.join("initrd.img");
+        let mut out = File::create(&initrd)?;
+        for part in [
+            self.testhost_dir.join("initramfs-base.cpio.gz"),
+            overlay.clone(),
+        ] {
+            std::io::copy(&mut File::open(&part)?, &mut out)?;
+        }
+        fs::remove_dir_all(&tree).ok();
+        fs::remove_file(&overlay).ok();
+        Ok(initrd)
+    }
+}
+
+fn file_name(p: &Path) -> Result<String> {
+    Ok(p.file_name()
+        .with_context(|| format!("{} has no file name", p.display()))?
+        .to_string_lossy()
+        .into_owned())
+}
+
+/// Reads console lines until the status marker or the deadline.
+fn collect_console(rx: &mpsc::Receiver<String>, deadline: Instant) -> (Vec<String>, Option<i32>) {
+    let mut log = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            log.push("[harness] timeout: killing the test host".into());
+            return (log, None);
+        }
+        match rx.recv_timeout(left) {
+            Ok(line) => {
+                let status = parse_marker(&line, TESTHOST_STATUS);
+                log.push(line);
+                if let Some(s) = status {
+                    return (log, Some(s));
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => continue,
+            Err(mpsc::RecvTimeoutError::Disconnected) => return (log, None),
+        }
+    }
+}
+
+fn parse_marker(line: &str, marker: &str) -> Option<i32> {
+    line.trim().strip_prefix(marker)?.trim().parse().ok()
+}
+
+/// The lines between the ready marker and the status marker.
+fn script_output(log: &[String]) -> String {
+    let start = log
+        .iter()
+        .position(|l| l.contains(TESTHOST_READY))
+        .map_or(0, |i| i + 1);
+    let mut out = String::new();
+    for line in &log[start..] {
+        if line.trim().starts_with(TESTHOST_STATUS) {
+            break;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
+/// Shared libraries a dynamically linked binary loads, from `ldd`.
+pub fn shared_libs(bin: &Path) -> Result<Vec<PathBuf>> {
+    let out = Command::new("ldd")
+        .arg(bin)
+        .output()
+        .context("running ldd")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    Ok(parse_ldd(&text))
+}
+
+fn parse_ldd(text: &str) -> Vec<PathBuf> {
+    text.lines()
+        .filter_map(|l| {
+            let l = l.trim();
+            let path = match l.split_once("=>") {
+                Some((_, rest)) => rest.split_whitespace().next()?,
+                None => l.split_whitespace().next()?,
+            };
+            path.starts_with('/').then(|| PathBuf::from(path))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ldd_output_is_parsed() {
+        let text = "\tlinux-vdso.so.1 (0x00007ffd)\n\tlibc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x7f)\n\t/lib64/ld-linux-x86-64.so.2 (0x7f)\n\tlibx.so => not found\n";
+        assert_eq!(
+            parse_ldd(text),
+            vec![
+                PathBuf::from("/lib/x86_64-linux-gnu/libc.so.6"),
+                PathBuf::from("/lib64/ld-linux-x86-64.so.2")
+            ]
+        );
+    }
+
+    #[test]
+    fn script_output_is_cut_between_markers() {
+        let log: Vec<String> = [
+            "[ 0.1] boot",
+            "testhost: ready kernel=x",
+            "a",
+            "b",
+            "testhost: exit-status=3",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        assert_eq!(script_output(&log), "a\nb\n");
+        assert_eq!(parse_marker(&log[4], TESTHOST_STATUS), Some(3));
+        assert_eq!(
+            parse_marker("testhost: exit-status=x", TESTHOST_STATUS),
+            None
+        );
+    }
+}

@@ -34,6 +34,8 @@ pub enum ConfigError {
     },
     #[error("{what} '{0}' is empty", what = .1)]
     EmptyFile(PathBuf, &'static str),
+    #[error("kernel '{0}' is neither an ELF vmlinux nor a bzImage")]
+    NotAKernel(PathBuf),
     #[error("guest command argument {0:?} contains a double quote, which the kernel command line cannot carry")]
     UnquotableArg(String),
     #[error("kernel command line is {0} bytes, the guest kernel accepts at most {max}", max = MAX_CMDLINE_LEN - 1)]
@@ -77,6 +79,7 @@ impl VmConfig {
             return Err(ConfigError::VcpusOutOfRange(self.vcpus.into()));
         }
         check_file(&self.kernel, "kernel")?;
+        check_kernel_format(&self.kernel)?;
         if let Some(initrd) = &self.initrd {
             check_file(initrd, "initrd")?;
         }
@@ -139,6 +142,19 @@ fn check_file(path: &std::path::Path, what: &'static str) -> Result<(), ConfigEr
         source,
     })?;
     Ok(())
+}
+
+fn check_kernel_format(path: &std::path::Path) -> Result<(), ConfigError> {
+    let unreadable = |source| ConfigError::Unreadable {
+        what: "kernel",
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut file = std::fs::File::open(path).map_err(unreadable)?;
+    match crate::boot::loader::detect_format(&mut file).map_err(unreadable)? {
+        Some(_) => Ok(()),
+        None => Err(ConfigError::NotAKernel(path.to_path_buf())),
+    }
 }
 
 /// Parses a size such as `512M`, `2G`, `65536` or `1.5G` into bytes (binary units).
@@ -234,9 +250,11 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("vmm-cfg-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let kernel = dir.join("k");
-        std::fs::write(&kernel, b"x").unwrap();
+        std::fs::write(&kernel, b"not a kernel").unwrap();
         let mut c = cfg();
-        c.kernel = kernel;
+        c.kernel = kernel.clone();
+        assert!(matches!(c.validate(), Err(ConfigError::NotAKernel(_))));
+        std::fs::write(&kernel, b"\x7fELF").unwrap();
         c.command = vec!["x".repeat(3000)];
         assert!(matches!(c.validate(), Err(ConfigError::CmdlineTooLong(_))));
         std::fs::remove_dir_all(dir).unwrap();

@@ -3,7 +3,7 @@
 //! Exit codes of `vmm launch`:
 //! - the guest command's exit status, when a command was given and the guest reported it;
 //! - 0 when the guest powered off and no command was given;
-//! - 2 for bad arguments (missing or unreadable kernel, impossible sizes);
+//! - 2 for bad arguments (missing, unreadable or corrupt kernel or initrd, impossible sizes);
 //! - 125 when the monitor or the VM failed (KVM error, triple fault, guest ended without
 //!   reporting its command's status).
 
@@ -165,8 +165,8 @@ fn launch(args: LaunchArgs) -> ExitCode {
     drop(raw);
     let outcome = match result {
         Ok(o) => o,
-        Err(VmmError::Config(e)) => {
-            eprintln!("vmm: {e}");
+        Err(e @ (VmmError::Config(_) | VmmError::Loader(_))) => {
+            eprintln!("vmm: {:#}", anyhow::Error::from(e));
             return ExitCode::from(EXIT_USAGE);
         }
         Err(e) => {
