@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# ci/test.sh: the project's test command (README): setup, formatting and lint gates, then
+# every test tier: unit tests, KVM tests with tiny guests, end-to-end tests on a test host.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+ci/setup.sh
+echo "[test] cargo fmt --check"
+cargo fmt --all -- --check
+echo "[test] cargo clippy -D warnings"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+echo "[test] cargo test"
+cargo test --workspace --release -- --test-threads=1
