@@ -11,7 +11,7 @@
 
 use std::fmt;
 use std::fs::{self, File};
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
@@ -23,6 +23,9 @@ use anyhow::{bail, Context, Result};
 pub const TESTHOST_STATUS: &str = "testhost: exit-status=";
 /// Marker the test-host init prints before running the script.
 pub const TESTHOST_READY: &str = "testhost: ready";
+
+/// What the test-host init prints when the overlay did not arrive.
+const NO_SCRIPT: &str = "testhost: no /testhost/run.sh";
 
 /// The kind of host a run used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -298,10 +301,10 @@ impl Harness {
         for (src, dest) in &opts.files {
             put(src, dest)?;
         }
-        let overlay = dir.join("overlay.cpio");
+        let overlay = dir.join("overlay.cpio.gz");
         let status = Command::new("sh")
             .arg("-c")
-            .arg("cd \"$1\" && find . | cpio -o -H newc --quiet > \"$2\"")
+            .arg("cd \"$1\" && find . | cpio -o -H newc --quiet | gzip -1 > \"$2\"")
             .args([
                 "sh",
                 &tree.display().to_string(),
@@ -348,7 +351,12 @@ fn collect_console(rx: &mpsc::Receiver<String>, deadline: Instant) -> (Vec<Strin
         match rx.recv_timeout(left) {
             Ok(line) => {
                 let status = parse_marker(&line, TESTHOST_STATUS);
+                let no_script = line.contains(NO_SCRIPT);
                 log.push(line);
+                if no_script {
+                    log.push("[harness] the test host found no script: stopping it".into());
+                    return (log, None);
+                }
                 if let Some(s) = status {
                     return (log, Some(s));
                 }

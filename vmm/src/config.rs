@@ -36,8 +36,8 @@ pub enum ConfigError {
     EmptyFile(PathBuf, &'static str),
     #[error("kernel '{0}' is neither an ELF vmlinux nor a bzImage")]
     NotAKernel(PathBuf),
-    #[error("guest command argument {0:?} contains a double quote, which the kernel command line cannot carry")]
-    UnquotableArg(String),
+    #[error("extra kernel parameters {0:?} must be printable ASCII without ' --'")]
+    BadCmdline(String),
     #[error("kernel command line is {0} bytes, the guest kernel accepts at most {max}", max = MAX_CMDLINE_LEN - 1)]
     CmdlineTooLong(usize),
 }
@@ -90,34 +90,57 @@ impl VmConfig {
         Ok(())
     }
 
-    /// The full kernel command line: defaults, the user's extra parameters, then `-- COMMAND`.
+    /// The full kernel command line: defaults, the user's extra parameters, then
+    /// `-- vmm.argv64 xARG...` where each `xARG` is `x` followed by the argument in base64.
+    ///
+    /// The kernel splits init arguments on spaces and cannot carry quotes or control
+    /// characters, so each argument travels encoded and the guest init decodes it: any
+    /// argument a shell can pass arrives byte for byte.
     pub fn cmdline(&self) -> Result<String, ConfigError> {
         let mut line = String::from(DEFAULT_CMDLINE);
-        if !self.cmdline_extra.trim().is_empty() {
+        let extra = self.cmdline_extra.trim();
+        if !extra.is_empty() {
+            if !extra.chars().all(|c| c.is_ascii_graphic() || c == ' ') || extra.contains(" --") {
+                return Err(ConfigError::BadCmdline(extra.to_string()));
+            }
             line.push(' ');
-            line.push_str(self.cmdline_extra.trim());
+            line.push_str(extra);
         }
         if !self.command.is_empty() {
-            line.push_str(" --");
+            line.push_str(" -- ");
+            line.push_str(ARGV_MARKER);
             for arg in &self.command {
-                line.push(' ');
-                line.push_str(&quote_arg(arg)?);
+                line.push_str(" x");
+                line.push_str(&base64(arg.as_bytes()));
             }
         }
         Ok(line)
     }
 }
 
-/// Quotes one init argument the way the kernel's `next_arg()` splits them.
-fn quote_arg(arg: &str) -> Result<String, ConfigError> {
-    if arg.contains('"') {
-        return Err(ConfigError::UnquotableArg(arg.to_string()));
+/// First init argument when the command is base64-encoded (see [`VmConfig::cmdline`]).
+pub const ARGV_MARKER: &str = "vmm.argv64";
+
+/// Standard base64 with padding.
+fn base64(data: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for chunk in data.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
     }
-    if arg.is_empty() || arg.chars().any(char::is_whitespace) {
-        Ok(format!("\"{arg}\""))
-    } else {
-        Ok(arg.to_string())
-    }
+    out
 }
 
 fn check_file(path: &std::path::Path, what: &'static str) -> Result<(), ConfigError> {
@@ -233,16 +256,39 @@ mod tests {
     }
 
     #[test]
-    fn command_is_appended_after_double_dash_with_quotes() {
+    fn command_is_appended_encoded_after_double_dash() {
         let mut c = cfg();
         c.cmdline_extra = " loglevel=8 ".into();
-        c.command = vec!["sh".into(), "-c".into(), "echo a b".into(), String::new()];
+        c.command = vec![
+            "sh".into(),
+            "-c".into(),
+            "echo \"a b\"\n".into(),
+            String::new(),
+        ];
         assert_eq!(
             c.cmdline().unwrap(),
-            format!("{DEFAULT_CMDLINE} loglevel=8 -- sh -c \"echo a b\" \"\"")
+            format!("{DEFAULT_CMDLINE} loglevel=8 -- vmm.argv64 xc2g= xLWM= xZWNobyAiYSBiIgo= x")
         );
-        c.command = vec!["say \"hi\"".into()];
-        assert!(matches!(c.cmdline(), Err(ConfigError::UnquotableArg(_))));
+        c.cmdline_extra = "a\tb".into();
+        assert!(matches!(c.cmdline(), Err(ConfigError::BadCmdline(_))));
+        c.cmdline_extra = "a -- b".into();
+        assert!(matches!(c.cmdline(), Err(ConfigError::BadCmdline(_))));
+    }
+
+    #[test]
+    fn base64_matches_rfc4648_vectors() {
+        for (plain, enc) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(base64(plain.as_bytes()), enc);
+        }
+        assert_eq!(base64(&[0xff, 0xfe, 0x00]), "//4A");
     }
 
     #[test]

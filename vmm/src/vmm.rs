@@ -26,6 +26,7 @@ use crate::devices::serial::{
     ConsoleOutput, GuestStatus, SerialDevice, SerialInput, COM1_BASE, COM1_LEN,
 };
 use crate::stats::{ExitCounters, ExitStats};
+use crate::vstate::kvm_stats::KvmStats;
 use crate::vstate::vcpu::{self, BootState, Vcpu, VcpuReport, VcpuStop};
 use crate::vstate::vm::{Vm, VmError};
 
@@ -73,6 +74,8 @@ pub struct VmOutcome {
     pub guest_status: Option<i32>,
     /// Exits to user space, by kind, over the whole run.
     pub exits: ExitStats,
+    /// KVM's own counters summed over all vCPUs (every exit, also those handled in the kernel).
+    pub kvm_stats: KvmStats,
     /// Time from the start of `run` to the end of the VM.
     pub elapsed: Duration,
 }
@@ -150,10 +153,11 @@ impl Vmm {
         }
         let stop = Arc::new(AtomicBool::new(false));
         let (report_tx, report_rx) = channel();
+        let kvm_stats = Arc::new(Mutex::new(KvmStats::new()));
         let mut threads = Vec::new();
         for v in vcpus {
             let exit = exit_evt.try_clone().map_err(VmmError::EventFd)?;
-            threads.push(v.start(stop.clone(), report_tx.clone(), exit)?);
+            threads.push(v.start(stop.clone(), report_tx.clone(), exit, kvm_stats.clone())?);
         }
 
         let input = SerialInput::new(serial, console.input, drained_evt);
@@ -161,12 +165,14 @@ impl Vmm {
         stop_vcpus(&stop, threads);
         let reason = reason?;
         let guest_status = *status.lock().unwrap_or_else(|p| p.into_inner());
+        let totals = std::mem::take(&mut *kvm_stats.lock().unwrap_or_else(|p| p.into_inner()));
         // Keep the memory mapped until every vCPU thread is gone.
         drop(mem);
         Ok(VmOutcome {
             reason,
             guest_status,
             exits: counters.snapshot(),
+            kvm_stats: totals,
             elapsed: start.elapsed(),
         })
     }

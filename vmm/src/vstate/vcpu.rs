@@ -8,7 +8,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use kvm_bindings::CpuId;
@@ -19,6 +19,7 @@ use vmm_sys_util::signal::{register_signal_handler, SIGRTMIN};
 use crate::boot::{cpuid, regs};
 use crate::devices::bus::Bus;
 use crate::stats::{ExitCounters, ExitKind};
+use crate::vstate::kvm_stats::{self, KvmStats};
 
 /// Errors creating or configuring a vCPU.
 #[derive(Debug, thiserror::Error)]
@@ -282,6 +283,7 @@ impl Vcpu {
         stop: Arc<AtomicBool>,
         reports: Sender<VcpuReport>,
         exit_evt: EventFd,
+        kvm_stats: Arc<Mutex<KvmStats>>,
     ) -> Result<JoinHandle<()>, VcpuError> {
         let id = self.id;
         std::thread::Builder::new()
@@ -298,6 +300,13 @@ impl Vcpu {
                             break;
                         }
                     }
+                }
+                match kvm_stats::read_vcpu_stats(&self.fd) {
+                    Ok(stats) => kvm_stats::merge(
+                        &mut kvm_stats.lock().unwrap_or_else(|p| p.into_inner()),
+                        &stats,
+                    ),
+                    Err(e) => log::debug!("vcpu{id}: no KVM statistics: {e}"),
                 }
                 log::debug!("vcpu{id}: thread ends");
             })
