@@ -231,7 +231,9 @@ impl Harness {
             .arg(self.testhost_dir.join("vmlinuz"))
             .arg("-initrd")
             .arg(&initrd)
-            .args(["-append", "console=ttyS0 quiet panic=-1"])
+            // loglevel=3: the test host's own warnings (for example KVM reporting an MSR the
+            // guest wrote) would interleave with the script's output.
+            .args(["-append", "console=ttyS0 loglevel=3 panic=-1"])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -1,7 +1,9 @@
 //! `testhost`: runs a shell script on a test host (native or emulated, see the harness) where
 //! `vmm` and the guest images are installed, prints what it printed, and exits with its status.
 //!
-//! Usage: `testhost [--timeout SECONDS] SCRIPT...` (the words are joined into one script).
+//! Usage: `testhost [--timeout SECONDS] [--bin PATH]... [--file SRC:DEST]... SCRIPT...`
+//! (the words are joined into one script; `--bin` adds an executable to the script's PATH,
+//! `--file` a data file at DEST in the test host).
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -15,17 +17,27 @@ fn run() -> Result<i32> {
         name: "testhost".into(),
         ..Default::default()
     };
-    if args.first().map(String::as_str) == Some("--timeout") {
-        let secs: u64 = args
-            .get(1)
-            .context("--timeout needs a number of seconds")?
-            .parse()
-            .context("--timeout needs a number of seconds")?;
-        opts.timeout = Some(Duration::from_secs(secs));
+    while let (Some(opt), Some(value)) = (args.first(), args.get(1)) {
+        match opt.as_str() {
+            "--timeout" => {
+                let secs: u64 = value
+                    .parse()
+                    .context("--timeout needs a number of seconds")?;
+                opts.timeout = Some(Duration::from_secs(secs));
+            }
+            "--bin" => opts.binaries.push(value.into()),
+            "--file" => {
+                let (src, dest) = value.split_once(':').context("--file needs SRC:DEST")?;
+                opts.files.push((src.into(), dest.into()));
+            }
+            _ => break,
+        }
         args.drain(..2);
     }
     if args.is_empty() {
-        anyhow::bail!("usage: testhost [--timeout SECONDS] SCRIPT...");
+        anyhow::bail!(
+            "usage: testhost [--timeout SECONDS] [--bin PATH]... [--file SRC:DEST]... SCRIPT..."
+        );
     }
     let harness = Harness::locate()?;
     let result = harness.run(&args.join(" "), &opts)?;
