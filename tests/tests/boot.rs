@@ -49,3 +49,37 @@ echo "second=$?"
     assert!(r.output.contains("first=3"), "{}", r.output);
     assert!(r.output.contains("second=127"), "{}", r.output);
 }
+
+/// Proves the console works both ways and the monitor stops cleanly: piped host input reaches a
+/// guest command (held back until the guest opened the port, so none is lost); without a
+/// command the guest shell reads its commands from the console and vmm exits 0 when it powers
+/// off; SIGTERM stops a running VM with status 143 (128 + 15) instead of killing the monitor.
+#[test]
+fn console_input_shell_and_sigterm() {
+    let h = Harness::locate().expect("harness");
+    let script = r#"
+printf 'hello from the host\n' | vmm launch -- sh -c 'read line; echo "got=[$line]"'
+echo "input-status=$?"
+printf 'echo "shell says $((6 * 7))"\nexit 5\n' | vmm launch
+echo "shell-status=$?"
+vmm launch -- sleep 600 &
+pid=$!
+sleep 5
+kill -TERM $pid
+wait $pid
+echo "term-status=$?"
+"#;
+    let r = h
+        .run(script, &opts("console-and-signals"))
+        .expect("test host run");
+    println!("host: {}\n{}", r.host, r.output);
+    assert!(
+        r.output.contains("got=[hello from the host]"),
+        "{}",
+        r.output
+    );
+    assert!(r.output.contains("input-status=0"), "{}", r.output);
+    assert!(r.output.contains("shell says 42"), "{}", r.output);
+    assert!(r.output.contains("shell-status=0"), "{}", r.output);
+    assert!(r.output.contains("term-status=143"), "{}", r.output);
+}

@@ -5,7 +5,8 @@
 //! - 0 when the guest powered off and no command was given;
 //! - 2 for bad arguments (missing, unreadable or corrupt kernel or initrd, impossible sizes);
 //! - 125 when the monitor or the VM failed (KVM error, triple fault, guest ended without
-//!   reporting its command's status).
+//!   reporting its command's status);
+//! - 128 + N when signal N (SIGINT, SIGTERM, SIGHUP) stopped the VM.
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -13,8 +14,12 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicI32, Ordering};
 use vmm::vmm::Console;
 use vmm::{parse_size, ExitReason, VmConfig, Vmm, VmmError};
+use vmm_sys_util::eventfd::EventFd;
+use vmm_sys_util::signal::register_signal_handler;
 use vmm_sys_util::terminal::Terminal;
 
 /// Exit code for bad arguments.
@@ -157,9 +162,17 @@ fn launch(args: LaunchArgs) -> ExitCode {
     };
     let input = std::io::stdin().lock().tty_fd();
     let input = dup_file(input);
+    let stop = match install_stop_signals() {
+        Ok(evt) => Some(evt),
+        Err(e) => {
+            eprintln!("vmm: cannot install signal handlers: {e}");
+            return ExitCode::from(EXIT_VMM_FAILURE);
+        }
+    };
     let console = Console {
         output: Box::new(std::io::stdout()),
         input,
+        stop,
     };
     let raw = RawTerminal::new();
     let result = Vmm::run(&config, console);
@@ -190,6 +203,11 @@ fn launch(args: LaunchArgs) -> ExitCode {
 
 /// Maps the outcome to the process exit code described in the module header.
 fn exit_code(config: &VmConfig, outcome: &vmm::VmOutcome) -> ExitCode {
+    if outcome.reason == ExitReason::Stopped {
+        let sig = STOP_SIGNAL.load(Ordering::Relaxed);
+        eprintln!("vmm: stopped by signal {sig}");
+        return ExitCode::from((128 + sig).clamp(0, 255) as u8);
+    }
     if let ExitReason::Vcpu { id, stop } = &outcome.reason {
         if !outcome.is_clean() {
             eprintln!("vmm: the VM failed on vCPU {id}: {}", describe_stop(stop));
@@ -234,6 +252,35 @@ fn dup_file(fd: std::os::fd::RawFd) -> Option<std::fs::File> {
     // SAFETY: `fd` is the process's standard input, open for the whole life of the process.
     let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
     borrowed.try_clone_to_owned().ok().map(std::fs::File::from)
+}
+
+/// The eventfd the stop-signal handler writes to, and the signal that arrived.
+static STOP_FD: AtomicI32 = AtomicI32::new(-1);
+static STOP_SIGNAL: AtomicI32 = AtomicI32::new(0);
+
+extern "C" fn on_stop_signal(sig: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {
+    STOP_SIGNAL.store(sig, Ordering::Relaxed);
+    let fd = STOP_FD.load(Ordering::Relaxed);
+    if fd >= 0 {
+        let one = 1u64.to_ne_bytes();
+        // SAFETY: write(2) is async-signal-safe; `one` is a valid 8-byte buffer and `fd` is the
+        // eventfd kept open for the whole run (its owner is leaked below).
+        unsafe { libc::write(fd, one.as_ptr().cast(), one.len()) };
+    }
+}
+
+/// SIGINT, SIGTERM and SIGHUP stop the VM cleanly (the terminal is restored) instead of
+/// killing the monitor; the returned event is what the VM's event loop watches.
+fn install_stop_signals() -> std::io::Result<EventFd> {
+    let evt = EventFd::new(libc::EFD_NONBLOCK)?;
+    let for_handler = evt.try_clone()?;
+    STOP_FD.store(for_handler.as_raw_fd(), Ordering::Relaxed);
+    std::mem::forget(for_handler);
+    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+        register_signal_handler(sig, on_stop_signal)
+            .map_err(|e| std::io::Error::from_raw_os_error(e.errno()))?;
+    }
+    Ok(evt)
 }
 
 fn main() -> ExitCode {

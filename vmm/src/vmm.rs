@@ -64,6 +64,8 @@ pub enum ExitReason {
     GuestReset,
     /// A vCPU ended the VM.
     Vcpu { id: u8, stop: VcpuStop },
+    /// The embedder's stop event fired (for example `vmm` got SIGTERM).
+    Stopped,
 }
 
 /// How a VM run ended.
@@ -100,6 +102,8 @@ pub struct Console {
     pub output: Box<dyn Write + Send>,
     /// Host input for the guest; `None` gives the guest no input.
     pub input: Option<File>,
+    /// Writing to this event stops the VM (`ExitReason::Stopped`).
+    pub stop: Option<EventFd>,
 }
 
 /// A running or finished VM.
@@ -161,7 +165,13 @@ impl Vmm {
         }
 
         let input = SerialInput::new(serial, console.input, drained_evt);
-        let reason = run_event_loop(input, reset_evt, exit_evt, &report_rx);
+        let events = ExitEvents {
+            reset_evt,
+            exit_evt,
+            stop_evt: console.stop,
+            seen: None,
+        };
+        let reason = run_event_loop(input, events, &report_rx);
         stop_vcpus(&stop, threads);
         let reason = reason?;
         let guest_status = *status.lock().unwrap_or_else(|p| p.into_inner());
@@ -205,20 +215,16 @@ fn build_devices(
     Ok((pio, serial, drained))
 }
 
-/// Runs the event loop until the guest resets or a vCPU reports the end of the VM.
+/// Runs the event loop until the guest resets, a vCPU reports the end of the VM, or the
+/// caller's stop event fires.
 fn run_event_loop(
     input: SerialInput,
-    reset_evt: EventFd,
-    exit_evt: EventFd,
+    events: ExitEvents,
     reports: &Receiver<VcpuReport>,
 ) -> Result<ExitReason, VmmError> {
     let mut manager: EventManager<Arc<Mutex<dyn MutEventSubscriber + Send>>> =
         EventManager::new().map_err(VmmError::EventLoop)?;
-    let watcher = Arc::new(Mutex::new(ExitWatcherState {
-        reset_evt,
-        exit_evt,
-        reset: false,
-    }));
+    let watcher = Arc::new(Mutex::new(events));
     manager.add_subscriber(watcher.clone());
     manager.add_subscriber(Arc::new(Mutex::new(input)));
     loop {
@@ -229,32 +235,50 @@ fn run_event_loop(
                 stop: report.stop,
             });
         }
-        if watcher.lock().unwrap_or_else(|p| p.into_inner()).reset {
-            return Ok(ExitReason::GuestReset);
+        if let Some(reason) = watcher
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .seen
+            .clone()
+        {
+            return Ok(reason);
         }
     }
 }
 
-/// Event-loop state for the exit events.
-struct ExitWatcherState {
+/// The events that end a VM, watched by the event loop.
+struct ExitEvents {
+    /// Written by the i8042 when the guest resets.
     reset_evt: EventFd,
+    /// Written by a vCPU thread after it reported why the VM ends.
     exit_evt: EventFd,
-    reset: bool,
+    /// Written by the embedder (for example on SIGTERM) to stop the VM.
+    stop_evt: Option<EventFd>,
+    seen: Option<ExitReason>,
 }
 
-impl MutEventSubscriber for ExitWatcherState {
+impl MutEventSubscriber for ExitEvents {
     fn process(&mut self, events: Events, _ops: &mut EventOps) {
         use std::os::fd::AsRawFd;
-        if events.fd() == self.reset_evt.as_raw_fd() {
+        let fd = events.fd();
+        if fd == self.reset_evt.as_raw_fd() {
             let _ = self.reset_evt.read();
-            self.reset = true;
+            self.seen.get_or_insert(ExitReason::GuestReset);
+        } else if let Some(stop) = self.stop_evt.as_ref().filter(|e| e.as_raw_fd() == fd) {
+            let _ = stop.read();
+            self.seen.get_or_insert(ExitReason::Stopped);
         } else {
             let _ = self.exit_evt.read();
         }
     }
 
     fn init(&mut self, ops: &mut EventOps) {
-        for fd in [&self.reset_evt, &self.exit_evt] {
+        let fds = [
+            Some(&self.reset_evt),
+            Some(&self.exit_evt),
+            self.stop_evt.as_ref(),
+        ];
+        for fd in fds.into_iter().flatten() {
             if let Err(e) = ops.add(Events::new(fd, EventSet::IN)) {
                 log::error!("cannot watch the VM exit events: {e:?}");
             }

@@ -101,3 +101,53 @@ fn unknown_options_are_usage_errors() {
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("--no-such-option"), "{stderr}");
 }
+
+/// A minimal ELF "kernel" whose entry point executes `ud2`: with the monitor's boot IDT (no
+/// usable vectors) the CPU triple-faults at once.
+fn triple_fault_kernel() -> Vec<u8> {
+    const ENTRY: u64 = 0x100_0000;
+    let mut b = Vec::new();
+    b.extend_from_slice(b"\x7fELF\x02\x01\x01\x00");
+    b.resize(16, 0);
+    b.extend_from_slice(&2u16.to_le_bytes()); // ET_EXEC
+    b.extend_from_slice(&0x3eu16.to_le_bytes()); // x86-64
+    b.extend_from_slice(&1u32.to_le_bytes());
+    b.extend_from_slice(&ENTRY.to_le_bytes());
+    b.extend_from_slice(&64u64.to_le_bytes()); // program headers right after this header
+    b.extend_from_slice(&0u64.to_le_bytes());
+    b.extend_from_slice(&0u32.to_le_bytes());
+    for v in [64u16, 56, 1, 64, 0, 0] {
+        b.extend_from_slice(&v.to_le_bytes());
+    }
+    b.extend_from_slice(&1u32.to_le_bytes()); // PT_LOAD
+    b.extend_from_slice(&5u32.to_le_bytes()); // R+X
+    for v in [120u64, ENTRY, ENTRY, 2, 2, 0x1000] {
+        b.extend_from_slice(&v.to_le_bytes());
+    }
+    b.extend_from_slice(&[0x0f, 0x0b]); // ud2
+    b
+}
+
+#[test]
+fn a_triple_fault_ends_with_registers_and_status_125() {
+    if !std::path::Path::new("/dev/kvm").exists() {
+        eprintln!("SKIPPED: no /dev/kvm on this machine");
+        return;
+    }
+    let kernel = temp("tf-kernel", &triple_fault_kernel());
+    let initrd = temp("tf-initrd", b"x");
+    let (code, stderr) = vmm(&[
+        "launch",
+        "--kernel",
+        kernel.to_str().unwrap(),
+        "--initrd",
+        initrd.to_str().unwrap(),
+        "--mem",
+        "64M",
+        "--",
+        "true",
+    ]);
+    assert_eq!(code, 125, "{stderr}");
+    assert!(stderr.contains("triple fault"), "{stderr}");
+    assert!(stderr.contains("rip=0x0000000001000000"), "{stderr}");
+}

@@ -117,8 +117,18 @@ impl SerialDevice {
         }
     }
 
-    /// Moves as much of `pending` into the receive FIFO as fits.
+    /// Whether the guest driver has enabled the receive interrupt, i.e. opened the port. Input
+    /// sent before that would be thrown away when the driver resets the FIFO.
+    fn accepts_input(&self) -> bool {
+        const IER_RDA: u8 = 0x01;
+        self.uart.state().interrupt_enable & IER_RDA != 0
+    }
+
+    /// Moves as much of `pending` into the receive FIFO as fits, once the guest takes input.
     fn feed(&mut self, pending: &mut VecDeque<u8>) {
+        if pending.is_empty() || !self.accepts_input() {
+            return;
+        }
         let room = self.uart.fifo_capacity().min(pending.len());
         if room == 0 {
             return;
@@ -139,9 +149,14 @@ impl BusDevice for SerialDevice {
     }
 
     fn write(&mut self, offset: u64, data: &[u8]) {
+        const IER_OFFSET: u8 = 1;
         if let (Some(&v), Ok(off)) = (data.first(), u8::try_from(offset)) {
             if let Err(e) = self.uart.write(off, v) {
                 log::warn!("serial: write failed: {e:?}");
+            }
+            // The driver enabling receive interrupts may unblock input waiting on the host side.
+            if off == IER_OFFSET && self.accepts_input() {
+                self.uart.events().in_buffer_empty();
             }
         }
     }
@@ -317,6 +332,18 @@ mod tests {
         let mut dev =
             SerialDevice::new(irq.try_clone().unwrap(), drained.try_clone().unwrap(), out);
         let mut pending: VecDeque<u8> = (0..100u8).collect();
+        dev.feed(&mut pending);
+        assert_eq!(
+            pending.len(),
+            100,
+            "no input before the driver enables receive interrupts"
+        );
+        dev.write(1, &[0x01]); // IER: received-data-available interrupt on
+        assert_eq!(
+            drained.read().unwrap(),
+            1,
+            "enabling the interrupt wakes the input side"
+        );
         dev.feed(&mut pending);
         assert_eq!(pending.len(), 100 - 64, "the 16550A FIFO holds 64 bytes");
         // The guest reads the data register 64 times; the drained event then fires.
