@@ -33,7 +33,7 @@ fn script(runs: u32) -> String {
          --cmdline {MARK_PARAM} --exit-stats /tmp/vmm-stats -- nproc"
     );
     let qemu = format!(
-        "boottime --timeout {BOOT_TIMEOUT_SECS} --log /tmp/qemu.log -- qemu-system-x86_64 -M microvm \
+        "boottime --timeout {BOOT_TIMEOUT_SECS} --log /tmp/qemu.log -- qemu-system-x86_64 -M microvm,auto-kernel-cmdline=off \
          -accel kvm -cpu host -m {MEM} -smp {VCPUS} -nodefaults -no-user-config -display none \
          -serial stdio -no-reboot -kernel /usr/share/vmm/bzImage \
          -initrd /usr/share/vmm/initramfs.cpio.gz \
