@@ -10,3 +10,5 @@ echo "[test] cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 echo "[test] cargo test"
 cargo test --workspace --release -- --test-threads=1
+echo "[test] boot benchmark smoke run (1 run each; the real run is bench-boot --runs 5)"
+target/release/bench-boot --runs 1 --out build/bench/boot-ci.txt
