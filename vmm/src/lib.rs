@@ -12,6 +12,7 @@
 pub mod boot;
 pub mod config;
 pub mod devices;
+pub mod ratelimit;
 pub mod stats;
 pub mod vmm;
 pub mod vstate;

@@ -8,4 +8,6 @@
 
 pub mod bus;
 pub mod legacy;
+pub mod offload;
 pub mod serial;
+pub mod virtio;
