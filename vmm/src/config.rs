@@ -36,6 +36,10 @@ pub enum ConfigError {
     EmptyFile(PathBuf, &'static str),
     #[error("kernel '{0}' is neither an ELF vmlinux nor a bzImage")]
     NotAKernel(PathBuf),
+    #[error("node index {0} is not in the cluster")]
+    BadNode(u32),
+    #[error("node name {0:?} must be 1 to 15 letters, digits, '-' or '_'")]
+    BadNodeName(String),
     #[error("extra kernel parameters {0:?} must be printable ASCII without ' --'")]
     BadCmdline(String),
     #[error("kernel command line is {0} bytes, the guest kernel accepts at most {max}", max = MAX_CMDLINE_LEN - 1)]
@@ -57,7 +61,16 @@ pub struct VmConfig {
     pub cmdline_extra: String,
     /// Command the guest init runs (passed after `--` on the kernel command line).
     pub command: Vec<String>,
+    /// Every node of the cluster by index (just this node when it runs alone).
+    pub nodes: Vec<String>,
+    /// This node's index in `nodes`.
+    pub node_index: u32,
 }
+
+/// Guest-physical base of the offload device's virtio-mmio window.
+pub const OFFLOAD_MMIO_BASE: u64 = 0xd000_0000;
+/// Interrupt line (IOAPIC pin / GSI) of the offload device.
+pub const OFFLOAD_IRQ: u32 = 5;
 
 /// Parameters the monitor always puts on the kernel command line.
 ///
@@ -67,6 +80,13 @@ pub struct VmConfig {
 pub const DEFAULT_CMDLINE: &str = "console=ttyS0 reboot=k panic=-1 quiet";
 
 impl VmConfig {
+    /// This node's name.
+    pub fn node_name(&self) -> &str {
+        self.nodes
+            .get(self.node_index as usize)
+            .map_or("a", String::as_str)
+    }
+
     /// Checks sizes and files, so that later steps only fail for reasons outside the user's control.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if !(MIN_MEM_BYTES..=MAX_MEM_BYTES).contains(&self.mem_bytes) {
@@ -74,6 +94,12 @@ impl VmConfig {
         }
         if !self.mem_bytes.is_multiple_of(4096) {
             return Err(ConfigError::MemUnaligned(self.mem_bytes));
+        }
+        if self.node_index as usize >= self.nodes.len().max(1) {
+            return Err(ConfigError::BadNode(self.node_index));
+        }
+        if let Some(bad) = self.nodes.iter().find(|n| !valid_node_name(n)) {
+            return Err(ConfigError::BadNodeName(bad.clone()));
         }
         if self.vcpus == 0 || self.vcpus > MAX_VCPUS {
             return Err(ConfigError::VcpusOutOfRange(self.vcpus.into()));
@@ -98,6 +124,11 @@ impl VmConfig {
     /// argument a shell can pass arrives byte for byte.
     pub fn cmdline(&self) -> Result<String, ConfigError> {
         let mut line = String::from(DEFAULT_CMDLINE);
+        // Device and node parameters go before `--`: after it everything belongs to init.
+        line.push_str(&format!(
+            " virtio_mmio.device=4K@{OFFLOAD_MMIO_BASE:#x}:{OFFLOAD_IRQ} vmm.node={}",
+            self.node_name()
+        ));
         let extra = self.cmdline_extra.trim();
         if !extra.is_empty() {
             if !extra.chars().all(|c| c.is_ascii_graphic() || c == ' ') || extra.contains(" --") {
@@ -116,6 +147,14 @@ impl VmConfig {
         }
         Ok(line)
     }
+}
+
+/// Node names travel on the kernel command line and in 16-byte fields of the device.
+pub fn valid_node_name(name: &str) -> bool {
+    (1..=15).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 /// First init argument when the command is base64-encoded (see [`VmConfig::cmdline`]).
@@ -215,6 +254,8 @@ mod tests {
             vcpus: 1,
             cmdline_extra: String::new(),
             command: vec![],
+            nodes: vec!["a".into()],
+            node_index: 0,
         }
     }
 
@@ -267,7 +308,7 @@ mod tests {
         ];
         assert_eq!(
             c.cmdline().unwrap(),
-            format!("{DEFAULT_CMDLINE} loglevel=8 -- vmm.argv64 xc2g= xLWM= xZWNobyAiYSBiIgo= x")
+            format!("{DEFAULT_CMDLINE} virtio_mmio.device=4K@0xd0000000:5 vmm.node=a loglevel=8 -- vmm.argv64 xc2g= xLWM= xZWNobyAiYSBiIgo= x")
         );
         c.cmdline_extra = "a\tb".into();
         assert!(matches!(c.cmdline(), Err(ConfigError::BadCmdline(_))));

@@ -16,7 +16,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicI32, Ordering};
-use vmm::vmm::Console;
+use vmm::vmm::VmIo;
 use vmm::{parse_size, ExitReason, VmConfig, Vmm, VmmError};
 use vmm_sys_util::eventfd::EventFd;
 use vmm_sys_util::signal::register_signal_handler;
@@ -115,6 +115,8 @@ fn config_from(args: &LaunchArgs) -> anyhow::Result<VmConfig> {
         vcpus: args.vcpus,
         cmdline_extra: args.cmdline.clone(),
         command: args.command.clone(),
+        nodes: vec!["a".into()],
+        node_index: 0,
     };
     config.validate()?;
     Ok(config)
@@ -169,13 +171,14 @@ fn launch(args: LaunchArgs) -> ExitCode {
             return ExitCode::from(EXIT_VMM_FAILURE);
         }
     };
-    let console = Console {
+    let io = VmIo {
         output: Box::new(std::io::stdout()),
         input,
         stop,
+        cluster: None,
     };
     let raw = RawTerminal::new();
-    let result = Vmm::run(&config, console);
+    let result = Vmm::run(&config, io);
     drop(raw);
     let outcome = match result {
         Ok(o) => o,

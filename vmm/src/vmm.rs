@@ -14,17 +14,23 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use event_manager::{EventManager, EventOps, Events, MutEventSubscriber, SubscriberOps};
+use kvm_ioctls::IoEventAddress;
 use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::eventfd::EventFd;
 use vmm_sys_util::signal::Killable;
 
 use crate::boot::{layout, loader, memory, mptable, regs};
 use crate::config::{ConfigError, VmConfig};
+use crate::config::{OFFLOAD_IRQ, OFFLOAD_MMIO_BASE};
 use crate::devices::bus::{Bus, BusError};
 use crate::devices::legacy::{I8042, I8042_BASE, I8042_LEN};
+use crate::devices::offload::handler::{ClusterLink, NoCluster, OffloadHandler};
+use crate::devices::offload::{NodeIdentity, OffloadDevice};
 use crate::devices::serial::{
     ConsoleOutput, GuestStatus, SerialDevice, SerialInput, COM1_BASE, COM1_LEN,
 };
+use crate::devices::virtio::mmio::{self, MmioTransport};
+use crate::devices::virtio::Interrupt;
 use crate::stats::{ExitCounters, ExitStats};
 use crate::vstate::kvm_stats::KvmStats;
 use crate::vstate::vcpu::{self, BootState, Vcpu, VcpuReport, VcpuStop};
@@ -51,8 +57,10 @@ pub enum VmmError {
     Bus(#[from] BusError),
     #[error("cannot create an eventfd")]
     EventFd(#[source] std::io::Error),
-    #[error("cannot connect the serial interrupt")]
+    #[error("cannot connect a device interrupt")]
     Irqfd(#[source] kvm_ioctls::Error),
+    #[error("cannot register a queue notification eventfd")]
+    Ioevent(#[source] kvm_ioctls::Error),
     #[error("event loop")]
     EventLoop(#[source] event_manager::Error),
 }
@@ -96,14 +104,16 @@ impl VmOutcome {
     }
 }
 
-/// Where the guest console goes.
-pub struct Console {
+/// The VM's connections to the host: console, stop event, cluster link.
+pub struct VmIo {
     /// Receives everything the guest writes to its serial port.
     pub output: Box<dyn Write + Send>,
     /// Host input for the guest; `None` gives the guest no input.
     pub input: Option<File>,
     /// Writing to this event stops the VM (`ExitReason::Stopped`).
     pub stop: Option<EventFd>,
+    /// The other monitors; `None` runs this node alone.
+    pub cluster: Option<Box<dyn ClusterLink>>,
 }
 
 /// A running or finished VM.
@@ -114,7 +124,7 @@ const VCPU_STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Vmm {
     /// Builds the VM described by `config`, runs it to its end and reports the outcome.
-    pub fn run(config: &VmConfig, console: Console) -> Result<VmOutcome, VmmError> {
+    pub fn run(config: &VmConfig, io: VmIo) -> Result<VmOutcome, VmmError> {
         let start = Instant::now();
         config.validate()?;
         let mem = memory::create_guest_memory(config.mem_bytes)?;
@@ -137,9 +147,11 @@ impl Vmm {
         let reset_evt = evt()?;
         let exit_evt = evt()?;
         let status = GuestStatus::default();
-        let (pio, serial, drained_evt) = build_devices(&vm, &reset_evt, console.output, &status)?;
+        let (pio, serial, drained_evt) = build_devices(&vm, &reset_evt, io.output, &status)?;
         let pio = Arc::new(pio);
-        let mmio = Arc::new(Bus::new());
+        let cluster = io.cluster.unwrap_or_else(|| Box::new(NoCluster));
+        let (mmio, offload) = build_offload(&vm, &mem, config, cluster)?;
+        let mmio = Arc::new(mmio);
 
         let counters = Arc::new(ExitCounters::default());
         let cpuid = vm.supported_cpuid()?;
@@ -164,14 +176,14 @@ impl Vmm {
             threads.push(v.start(stop.clone(), report_tx.clone(), exit, kvm_stats.clone())?);
         }
 
-        let input = SerialInput::new(serial, console.input, drained_evt);
+        let input = SerialInput::new(serial, io.input, drained_evt);
         let events = ExitEvents {
             reset_evt,
             exit_evt,
-            stop_evt: console.stop,
+            stop_evt: io.stop,
             seen: None,
         };
-        let reason = run_event_loop(input, events, &report_rx);
+        let reason = run_event_loop(input, offload, events, &report_rx);
         stop_vcpus(&stop, threads);
         let reason = reason?;
         let guest_status = *status.lock().unwrap_or_else(|p| p.into_inner());
@@ -215,10 +227,52 @@ fn build_devices(
     Ok((pio, serial, drained))
 }
 
+/// Creates the offload device on the MMIO bus: its virtio-mmio window, the irqfd of its
+/// interrupt line and one ioeventfd per queue, so queue notifications never exit to user space.
+fn build_offload(
+    vm: &Vm,
+    mem: &vm_memory::GuestMemoryMmap,
+    config: &VmConfig,
+    cluster: Box<dyn ClusterLink>,
+) -> Result<(Bus, OffloadHandler), VmmError> {
+    let evt = || EventFd::new(libc::EFD_NONBLOCK).map_err(VmmError::EventFd);
+    let identity = NodeIdentity {
+        index: config.node_index,
+        names: if config.nodes.is_empty() {
+            vec![config.node_name().to_string()]
+        } else {
+            config.nodes.clone()
+        },
+    };
+    let device = Arc::new(Mutex::new(OffloadDevice::new(identity)));
+    let irqfd = evt()?;
+    vm.fd()
+        .register_irqfd(&irqfd, OFFLOAD_IRQ)
+        .map_err(VmmError::Irqfd)?;
+    let queue_evts = [evt()?, evt()?];
+    let notify = IoEventAddress::Mmio(OFFLOAD_MMIO_BASE + mmio::QUEUE_NOTIFY_OFFSET);
+    let mut clones = Vec::new();
+    for (i, e) in queue_evts.iter().enumerate() {
+        vm.fd()
+            .register_ioevent(e, &notify, i as u32)
+            .map_err(VmmError::Ioevent)?;
+        clones.push(e.try_clone().map_err(VmmError::EventFd)?);
+    }
+    let transport = MmioTransport::new(device.clone(), mem.clone(), Interrupt::new(irqfd), clones);
+    let mut bus = Bus::new();
+    bus.insert(
+        Arc::new(Mutex::new(transport)),
+        OFFLOAD_MMIO_BASE,
+        mmio::MMIO_LEN,
+    )?;
+    Ok((bus, OffloadHandler::new(device, queue_evts, cluster)))
+}
+
 /// Runs the event loop until the guest resets, a vCPU reports the end of the VM, or the
 /// caller's stop event fires.
 fn run_event_loop(
     input: SerialInput,
+    offload: OffloadHandler,
     events: ExitEvents,
     reports: &Receiver<VcpuReport>,
 ) -> Result<ExitReason, VmmError> {
@@ -227,6 +281,7 @@ fn run_event_loop(
     let watcher = Arc::new(Mutex::new(events));
     manager.add_subscriber(watcher.clone());
     manager.add_subscriber(Arc::new(Mutex::new(input)));
+    manager.add_subscriber(Arc::new(Mutex::new(offload)));
     loop {
         manager.run_with_timeout(100).map_err(VmmError::EventLoop)?;
         if let Ok(report) = reports.try_recv() {

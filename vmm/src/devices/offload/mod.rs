@@ -6,6 +6,7 @@
 //! [`Outbound`] messages for the cluster. Nothing here waits on the network: a `PING` is parked
 //! with its descriptor chain until its answer arrives and is completed then.
 
+pub mod handler;
 pub mod protocol;
 
 use std::collections::{HashMap, VecDeque};

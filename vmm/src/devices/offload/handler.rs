@@ -1,0 +1,120 @@
+//! Event-loop side of the offload device: wakes on the queues' notification eventfds and on
+//! the cluster link, moves work between the device state machine and the cluster, and never
+//! blocks (the device lock is held only while the state machine runs).
+
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::{Arc, Mutex};
+
+use event_manager::{EventOps, Events, MutEventSubscriber};
+use vmm_sys_util::epoll::EventSet;
+use vmm_sys_util::eventfd::EventFd;
+
+use super::{Inbound, OffloadDevice, Outbound};
+
+/// The cluster as the offload device sees it: where outbound messages go and where inbound
+/// ones come from. Implemented over the transport by the cluster module; a single node has
+/// no link.
+pub trait ClusterLink: Send {
+    /// Sends (or queues) a message; never blocks.
+    fn send(&mut self, msg: Outbound);
+    /// A descriptor that becomes readable when [`ClusterLink::poll`] has something.
+    fn wake_fd(&self) -> Option<RawFd>;
+    /// Everything that arrived since the last call.
+    fn poll(&mut self) -> Vec<Inbound>;
+}
+
+/// No cluster: this node is alone (peers are all down).
+pub struct NoCluster;
+
+impl ClusterLink for NoCluster {
+    fn send(&mut self, msg: Outbound) {
+        log::debug!("offload: no cluster; dropping {msg:?}");
+    }
+    fn wake_fd(&self) -> Option<RawFd> {
+        None
+    }
+    fn poll(&mut self) -> Vec<Inbound> {
+        vec![]
+    }
+}
+
+const TOKEN_REQUESTS: u32 = 0;
+const TOKEN_EVENTS: u32 = 1;
+const TOKEN_CLUSTER: u32 = 2;
+
+/// The subscriber that drives one offload device.
+pub struct OffloadHandler {
+    device: Arc<Mutex<OffloadDevice>>,
+    queue_evts: [EventFd; 2],
+    cluster: Box<dyn ClusterLink>,
+}
+
+impl OffloadHandler {
+    /// Drives `device`, woken by `queue_evts` (requests, events) and `cluster`.
+    pub fn new(
+        device: Arc<Mutex<OffloadDevice>>,
+        queue_evts: [EventFd; 2],
+        cluster: Box<dyn ClusterLink>,
+    ) -> Self {
+        Self {
+            device,
+            queue_evts,
+            cluster,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, OffloadDevice> {
+        self.device.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn on_requests(&mut self) {
+        let _ = self.queue_evts[0].read();
+        let (out, more) = self.lock().process_requests();
+        self.forward(out);
+        if more {
+            // Come back after the other events of this round: a flooding guest cannot starve
+            // the loop.
+            let _ = self.queue_evts[0].write(1);
+        }
+    }
+
+    fn on_cluster(&mut self) {
+        for inbound in self.cluster.poll() {
+            let out = self.lock().handle(inbound);
+            self.forward(out);
+        }
+    }
+
+    fn forward(&mut self, out: Vec<Outbound>) {
+        for msg in out {
+            self.cluster.send(msg);
+        }
+    }
+}
+
+impl MutEventSubscriber for OffloadHandler {
+    fn process(&mut self, events: Events, _ops: &mut EventOps) {
+        match events.data() {
+            TOKEN_REQUESTS => self.on_requests(),
+            TOKEN_EVENTS => {
+                let _ = self.queue_evts[1].read();
+                self.lock().process_event_buffers();
+            }
+            TOKEN_CLUSTER => self.on_cluster(),
+            _ => {}
+        }
+    }
+
+    fn init(&mut self, ops: &mut EventOps) {
+        let mut add = |fd: RawFd, token| {
+            if let Err(e) = ops.add(Events::with_data_raw(fd, token, EventSet::IN)) {
+                log::error!("offload: cannot watch fd {fd}: {e:?}");
+            }
+        };
+        add(self.queue_evts[0].as_raw_fd(), TOKEN_REQUESTS);
+        add(self.queue_evts[1].as_raw_fd(), TOKEN_EVENTS);
+        if let Some(fd) = self.cluster.wake_fd() {
+            add(fd, TOKEN_CLUSTER);
+        }
+    }
+}
