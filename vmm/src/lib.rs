@@ -10,6 +10,7 @@
 //! - [`vmm`](crate::vmm): assembles the above, runs the VM and reports how it ended.
 
 pub mod boot;
+pub mod cluster;
 pub mod config;
 pub mod devices;
 pub mod ratelimit;

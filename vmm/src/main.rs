@@ -16,6 +16,8 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicI32, Ordering};
+use vmm::cluster::TransportLink;
+use vmm::devices::offload::handler::ClusterLink;
 use vmm::vmm::VmIo;
 use vmm::{parse_size, ExitReason, VmConfig, Vmm, VmmError};
 use vmm_sys_util::eventfd::EventFd;
@@ -64,9 +66,91 @@ struct LaunchArgs {
     /// Write the VM exit counts and run time to this file when the VM ends
     #[arg(long)]
     exit_stats: Option<PathBuf>,
+    /// This node's name in the cluster [default: a]
+    #[arg(long)]
+    node: Option<String>,
+    /// The cluster's nodes: names (`a,b`, addresses from --cluster) or `a=HOST:PORT,b=HOST:PORT`
+    #[arg(long)]
+    peers: Option<String>,
+    /// Cluster file: one `NAME HOST:PORT` per line
+    #[arg(long, default_value = DEFAULT_CLUSTER_FILE)]
+    cluster: PathBuf,
+    /// File holding the pre-shared cluster key (at least 32 bytes)
+    #[arg(long)]
+    secret: Option<PathBuf>,
+    /// Declare a silent peer lost after this many milliseconds
+    #[arg(long, default_value_t = 3000)]
+    peer_timeout_ms: u64,
     /// Command for the guest init to run
     #[arg(last = true)]
     command: Vec<String>,
+}
+
+/// Where `--peers a,b` looks up the nodes' addresses by default.
+const DEFAULT_CLUSTER_FILE: &str = "/etc/vmm/cluster.conf";
+
+/// The cluster as given on the command line: node names by index, this node's index, and
+/// everything the transport needs (`None` when the node runs alone).
+struct ClusterSetup {
+    nodes: Vec<String>,
+    index: u32,
+    link: Option<(
+        transport::Cluster,
+        transport::NodeId,
+        transport::Secret,
+        transport::Config,
+    )>,
+}
+
+fn cluster_from(args: &LaunchArgs) -> anyhow::Result<ClusterSetup> {
+    let Some(peers) = &args.peers else {
+        let name = args.node.clone().unwrap_or_else(|| "a".into());
+        return Ok(ClusterSetup {
+            nodes: vec![name],
+            index: 0,
+            link: None,
+        });
+    };
+    let cluster = if peers.contains('=') {
+        transport::Cluster::parse_inline(peers)?
+    } else {
+        let file = transport::Cluster::from_file(&args.cluster)
+            .with_context(|| format!("cluster file {}", args.cluster.display()))?;
+        let mut nodes = Vec::new();
+        for name in peers.split(',').map(str::trim) {
+            let id = file.require(name)?;
+            let addr = file
+                .addr(id)
+                .context("cluster file entry without address")?;
+            nodes.push((name.to_string(), addr));
+        }
+        transport::Cluster::new(nodes)?
+    };
+    let node = args
+        .node
+        .as_deref()
+        .context("--peers needs --node NAME (this node's name)")?;
+    let me = cluster.require(node)?;
+    let secret_path = args
+        .secret
+        .as_deref()
+        .context("--peers needs --secret FILE")?;
+    let secret = transport::Secret::from_file(secret_path)?;
+    let timeout = std::time::Duration::from_millis(args.peer_timeout_ms);
+    let config = transport::Config {
+        peer_timeout: timeout,
+        heartbeat_interval: timeout / 6,
+        ..Default::default()
+    };
+    let nodes = cluster
+        .ids()
+        .map(|id| cluster.name(id).to_string())
+        .collect();
+    Ok(ClusterSetup {
+        nodes,
+        index: u32::from(me.0),
+        link: Some((cluster, me, secret, config)),
+    })
 }
 
 /// Directories searched for the default guest images, in order.
@@ -99,7 +183,7 @@ fn default_image(name: &str) -> anyhow::Result<PathBuf> {
         })
 }
 
-fn config_from(args: &LaunchArgs) -> anyhow::Result<VmConfig> {
+fn config_from(args: &LaunchArgs, cluster: &ClusterSetup) -> anyhow::Result<VmConfig> {
     let kernel = match &args.kernel {
         Some(k) => k.clone(),
         None => default_image("vmlinux")?,
@@ -115,8 +199,8 @@ fn config_from(args: &LaunchArgs) -> anyhow::Result<VmConfig> {
         vcpus: args.vcpus,
         cmdline_extra: args.cmdline.clone(),
         command: args.command.clone(),
-        nodes: vec!["a".into()],
-        node_index: 0,
+        nodes: cluster.nodes.clone(),
+        node_index: cluster.index,
     };
     config.validate()?;
     Ok(config)
@@ -155,11 +239,24 @@ fn write_stats(path: &Path, outcome: &vmm::VmOutcome) -> anyhow::Result<()> {
 }
 
 fn launch(args: LaunchArgs) -> ExitCode {
-    let config = match config_from(&args) {
+    let setup = cluster_from(&args);
+    let (config, setup) = match setup.and_then(|s| Ok((config_from(&args, &s)?, s))) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("vmm: {e:#}");
             return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let cluster: Option<Box<dyn ClusterLink>> = match setup.link {
+        None => None,
+        Some((cluster, me, secret, tconfig)) => {
+            match transport::Transport::start(cluster, me, secret, tconfig) {
+                Ok(t) => Some(Box::new(TransportLink::new(t))),
+                Err(e) => {
+                    eprintln!("vmm: cannot start the cluster transport: {e}");
+                    return ExitCode::from(EXIT_VMM_FAILURE);
+                }
+            }
         }
     };
     let input = std::io::stdin().lock().tty_fd();
@@ -175,7 +272,7 @@ fn launch(args: LaunchArgs) -> ExitCode {
         output: Box::new(std::io::stdout()),
         input,
         stop,
-        cluster: None,
+        cluster,
     };
     let raw = RawTerminal::new();
     let result = Vmm::run(&config, io);
@@ -287,9 +384,13 @@ fn install_stop_signals() -> std::io::Result<EventFd> {
 }
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
-        .format_timestamp_millis()
-        .init();
+    // Peers coming and going are worth seeing by default; the rest only when asked.
+    env_logger::Builder::from_env(
+        env_logger::Env::default()
+            .default_filter_or("warn,vmm::cluster=info,transport::link=error"),
+    )
+    .format_timestamp_millis()
+    .init();
     let cli = Cli::parse();
     match cli.command {
         Command::Launch(args) => launch(args),

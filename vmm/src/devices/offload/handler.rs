@@ -15,8 +15,9 @@ use super::{Inbound, OffloadDevice, Outbound};
 /// ones come from. Implemented over the transport by the cluster module; a single node has
 /// no link.
 pub trait ClusterLink: Send {
-    /// Sends (or queues) a message; never blocks.
-    fn send(&mut self, msg: Outbound);
+    /// Sends (or queues) a message; never blocks. A message that fails at once (peer not
+    /// connected) comes back as its result.
+    fn send(&mut self, msg: Outbound) -> Option<Inbound>;
     /// A descriptor that becomes readable when [`ClusterLink::poll`] has something.
     fn wake_fd(&self) -> Option<RawFd>;
     /// Everything that arrived since the last call.
@@ -27,8 +28,14 @@ pub trait ClusterLink: Send {
 pub struct NoCluster;
 
 impl ClusterLink for NoCluster {
-    fn send(&mut self, msg: Outbound) {
-        log::debug!("offload: no cluster; dropping {msg:?}");
+    fn send(&mut self, msg: Outbound) -> Option<Inbound> {
+        match msg {
+            Outbound::Ping { id, .. } => Some(Inbound::PingResult {
+                id,
+                result: Err(super::protocol::errno::ENOTCONN),
+            }),
+            Outbound::Pong { .. } => None,
+        }
     }
     fn wake_fd(&self) -> Option<RawFd> {
         None
@@ -86,8 +93,11 @@ impl OffloadHandler {
     }
 
     fn forward(&mut self, out: Vec<Outbound>) {
-        for msg in out {
-            self.cluster.send(msg);
+        let mut queue: std::collections::VecDeque<Outbound> = out.into();
+        while let Some(msg) = queue.pop_front() {
+            if let Some(result) = self.cluster.send(msg) {
+                queue.extend(self.lock().handle(result));
+            }
         }
     }
 }

@@ -1,0 +1,191 @@
+//! This monitor's place in the cluster: the link to the other monitors (the `transport`
+//! crate) as the offload device sees it, and the logging of peers coming and going.
+//!
+//! Device pings become transport requests; transport requests from peers become `PING_IN`
+//! events for the guest; every transport outcome maps to the errno the guest driver returns.
+
+use std::collections::HashMap;
+use std::os::fd::RawFd;
+use std::time::Duration;
+
+use transport::{Event, Message, NodeId, RequestError, Transport};
+
+use crate::devices::offload::handler::ClusterLink;
+use crate::devices::offload::protocol::{errno, PeerState};
+use crate::devices::offload::{Inbound, Outbound};
+use crate::ratelimit::RateLimiter;
+
+/// How long a guest-to-guest ping may take before it fails with `ETIMEDOUT`.
+pub const PING_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The offload device's view of a running transport.
+pub struct TransportLink {
+    transport: Transport,
+    /// Transport request id → device ping id.
+    pings: HashMap<u64, u64>,
+    refused: RateLimiter,
+}
+
+impl TransportLink {
+    /// Wraps a started transport.
+    pub fn new(transport: Transport) -> Self {
+        Self {
+            transport,
+            pings: HashMap::new(),
+            refused: RateLimiter::new(Duration::from_secs(5)),
+        }
+    }
+
+    fn name(&self, node: NodeId) -> String {
+        self.transport.cluster().name(node).to_string()
+    }
+
+    fn map_event(&mut self, event: Event) -> Option<Inbound> {
+        match event {
+            Event::PeerUp { node } => {
+                log::info!("peer {} is up", self.name(node));
+                Some(peer_state(node, PeerState::Up))
+            }
+            Event::PeerDown { node, reason } => {
+                log::warn!("peer {} is lost: {reason}", self.name(node));
+                Some(peer_state(node, PeerState::Lost))
+            }
+            Event::ConnectFailed { node, reason } => {
+                let who = node.map_or_else(|| "an unknown peer".to_string(), |n| self.name(n));
+                self.refused
+                    .warn(format_args!("connection with {who} failed: {reason}"));
+                None
+            }
+            Event::Request {
+                node,
+                id,
+                message: Message::Ping { payload },
+            } => Some(Inbound::PingIn {
+                src: u32::from(node.0),
+                request: id,
+                payload,
+            }),
+            Event::Request { node, id, message } => {
+                log::warn!(
+                    "peer {} sent an unsupported request {message:?}",
+                    self.name(node)
+                );
+                let refusal = Message::Error {
+                    code: transport::error_code::UNHANDLED,
+                    message: "unsupported request".into(),
+                };
+                let _ = self.transport.respond(node, id, refusal);
+                None
+            }
+            Event::Response { id, result, .. } => {
+                let ping = self.pings.remove(&id)?;
+                Some(Inbound::PingResult {
+                    id: ping,
+                    result: ping_result(result),
+                })
+            }
+            Event::Message { node, message } => {
+                log::debug!("peer {}: ignored message {message:?}", self.name(node));
+                None
+            }
+        }
+    }
+}
+
+fn peer_state(node: NodeId, state: PeerState) -> Inbound {
+    Inbound::PeerState {
+        node: u32::from(node.0),
+        state,
+    }
+}
+
+/// The guest-visible outcome of a ping request.
+fn ping_result(result: Result<Message, RequestError>) -> Result<Vec<u8>, i32> {
+    match result {
+        Ok(Message::Pong { payload }) => Ok(payload),
+        Ok(_) => Err(errno::EINVAL),
+        Err(RequestError::PeerLost | RequestError::Shutdown) => Err(errno::ECONNRESET),
+        Err(RequestError::Timeout) => Err(errno::ETIMEDOUT),
+        Err(RequestError::NotConnected) => Err(errno::ENOTCONN),
+        Err(RequestError::Remote { .. }) => Err(errno::EBUSY),
+        Err(RequestError::Invalid(_)) => Err(errno::EINVAL),
+    }
+}
+
+impl ClusterLink for TransportLink {
+    fn send(&mut self, msg: Outbound) -> Option<Inbound> {
+        match msg {
+            Outbound::Ping { node, id, payload } => {
+                let to = NodeId(u16::try_from(node).ok()?);
+                match self
+                    .transport
+                    .send_request(to, Message::Ping { payload }, PING_TIMEOUT)
+                {
+                    Ok(rid) => {
+                        self.pings.insert(rid, id);
+                        None
+                    }
+                    Err(e) => {
+                        log::debug!("ping to node {node} not sent: {e}");
+                        Some(Inbound::PingResult {
+                            id,
+                            result: Err(errno::ENOTCONN),
+                        })
+                    }
+                }
+            }
+            Outbound::Pong {
+                node,
+                request,
+                payload,
+            } => {
+                let to = NodeId(u16::try_from(node).ok()?);
+                if let Err(e) = self
+                    .transport
+                    .respond(to, request, Message::Pong { payload })
+                {
+                    log::debug!("pong to node {node} not sent: {e}");
+                }
+                None
+            }
+        }
+    }
+
+    fn wake_fd(&self) -> Option<RawFd> {
+        Some(self.transport.event_fd())
+    }
+
+    fn poll(&mut self) -> Vec<Inbound> {
+        let events = self.transport.events();
+        events
+            .into_iter()
+            .filter_map(|e| self.map_event(e))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transport_outcomes_map_to_guest_errnos() {
+        assert_eq!(
+            ping_result(Ok(Message::Pong { payload: vec![1] })),
+            Ok(vec![1])
+        );
+        assert_eq!(
+            ping_result(Err(RequestError::PeerLost)),
+            Err(errno::ECONNRESET)
+        );
+        assert_eq!(
+            ping_result(Err(RequestError::Timeout)),
+            Err(errno::ETIMEDOUT)
+        );
+        assert_eq!(
+            ping_result(Err(RequestError::NotConnected)),
+            Err(errno::ENOTCONN)
+        );
+        assert_eq!(ping_result(Ok(Message::Heartbeat)), Err(errno::EINVAL));
+    }
+}
