@@ -77,7 +77,9 @@ wait_for_kvm() {
 run_script() {
     if [ -f /testhost/run.sh ]; then
         cd /testhost || fail "cd-/testhost"
-        sh /testhost/run.sh
+        # No console input for scripts: several monitors must not compete for the console
+        # (each would put it in raw mode and read it); a script pipes input where it wants some.
+        sh /testhost/run.sh </dev/null
         finish "$?"
     fi
     echo "testhost: no /testhost/run.sh; shell on the console (exit to power off)"

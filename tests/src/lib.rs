@@ -24,6 +24,38 @@ pub const TESTHOST_STATUS: &str = "testhost: exit-status=";
 /// Marker the test-host init prints before running the script.
 pub const TESTHOST_READY: &str = "testhost: ready";
 
+/// Addresses of the two test hosts of [`Harness::run_pair`] on their private network.
+const PAIR_IP_A: &str = "10.0.2.1";
+const PAIR_IP_B: &str = "10.0.2.2";
+
+/// Shell lines bringing up the test host's network card with `ip`.
+fn pair_net_setup(ip: &'static str) -> &'static str {
+    match ip {
+        PAIR_IP_A => {
+            "ip link set eth0 up && ip addr add 10.0.2.1/24 dev eth0 || echo 'testhost: net-error'"
+        }
+        _ => {
+            "ip link set eth0 up && ip addr add 10.0.2.2/24 dev eth0 || echo 'testhost: net-error'"
+        }
+    }
+}
+
+/// QEMU arguments for a virtio-net card on a socket network (`listen=` or `connect=`).
+fn net_args(socket: &str, mac_suffix: u8) -> Vec<String> {
+    vec![
+        "-netdev".into(),
+        format!("socket,id=net0,{socket}"),
+        "-device".into(),
+        format!("virtio-net-pci,netdev=net0,mac=52:54:00:12:34:{mac_suffix:02x}"),
+    ]
+}
+
+/// A TCP port on loopback that nobody listens on right now.
+fn free_port() -> Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
+    Ok(l.local_addr()?.port())
+}
+
 /// What the test-host init prints when the overlay did not arrive.
 const NO_SCRIPT: &str = "testhost: no /testhost/run.sh";
 
@@ -219,6 +251,18 @@ impl Harness {
     }
 
     fn run_emulated(&self, script: &str, opts: &RunOpts, dir: &Path) -> Result<RunResult> {
+        self.boot_emulated(script, opts, dir, &[])
+    }
+
+    /// Boots one emulated test host running `script`; `extra` are more QEMU arguments (a
+    /// network card).
+    fn boot_emulated(
+        &self,
+        script: &str,
+        opts: &RunOpts,
+        dir: &Path,
+        extra: &[String],
+    ) -> Result<RunResult> {
         let start = Instant::now();
         let initrd = self.build_initrd(script, opts, dir)?;
         let log_path = dir.join("console.log");
@@ -227,6 +271,7 @@ impl Harness {
             .args(["-cpu", "EPYC,+svm,+npt,+nrip-save", "-m", "2048"])
             .args(["-display", "none", "-monitor", "none", "-serial", "stdio"])
             .args(["-no-reboot", "-nodefaults"])
+            .args(extra)
             .arg("-kernel")
             .arg(self.testhost_dir.join("vmlinuz"))
             .arg("-initrd")
@@ -273,6 +318,61 @@ impl Harness {
             output: script_output(&log),
             elapsed: start.elapsed(),
         })
+    }
+
+    /// Runs two scripts at once on two test hosts joined by a network, as two real hosts would
+    /// be. In each script `$TESTHOST_IP_A` and `$TESTHOST_IP_B` are the hosts' addresses (on a
+    /// native host both scripts run on this machine and both are 127.0.0.1).
+    pub fn run_pair(&self, scripts: [&str; 2], opts: &RunOpts) -> Result<[RunResult; 2]> {
+        let kind = host_kind();
+        eprintln!("[testhost] {}: two hosts, {kind}", opts.name);
+        let _lock = self.lock()?;
+        let dirs = [
+            self.run_dir(&format!("{}-a", opts.name))?,
+            self.run_dir(&format!("{}-b", opts.name))?,
+        ];
+        let (ips, prologue) = match kind {
+            HostKind::Native => (["127.0.0.1", "127.0.0.1"], ["", ""]),
+            HostKind::Emulated => (
+                [PAIR_IP_A, PAIR_IP_B],
+                [pair_net_setup(PAIR_IP_A), pair_net_setup(PAIR_IP_B)],
+            ),
+        };
+        let full: Vec<String> = (0..2)
+            .map(|i| {
+                format!(
+                    "export TESTHOST_IP_A={} TESTHOST_IP_B={}\n{}\n{}",
+                    ips[0], ips[1], prologue[i], scripts[i]
+                )
+            })
+            .collect();
+        let port = free_port()?;
+        let nets = [
+            net_args(&format!("listen=127.0.0.1:{port}"), 1),
+            net_args(&format!("connect=127.0.0.1:{port}"), 2),
+        ];
+        let results: Vec<Result<RunResult>> = std::thread::scope(|s| {
+            let mut handles = Vec::new();
+            for i in 0..2 {
+                let (script, dir, net) = (&full[i], &dirs[i], &nets[i]);
+                handles.push(s.spawn(move || match kind {
+                    HostKind::Native => self.run_native(script, opts, dir),
+                    HostKind::Emulated => self.boot_emulated(script, opts, dir, net),
+                }));
+                // The listening side must be up before the other one connects.
+                std::thread::sleep(Duration::from_secs(2));
+            }
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(anyhow::anyhow!("test host thread panicked")))
+                })
+                .collect()
+        });
+        let mut it = results.into_iter();
+        let (a, b) = (it.next().context("host a")??, it.next().context("host b")??);
+        Ok([a, b])
     }
 
     /// The test host's base initramfs followed by an archive with the script, `vmm`, the guest

@@ -32,7 +32,7 @@ impl TransportLink {
         Self {
             transport,
             pings: HashMap::new(),
-            refused: RateLimiter::new(Duration::from_secs(5)),
+            refused: RateLimiter::new(module_path!(), Duration::from_secs(5)),
         }
     }
 

@@ -230,9 +230,10 @@ impl Drop for RawTerminal {
 
 fn write_stats(path: &Path, outcome: &vmm::VmOutcome) -> anyhow::Result<()> {
     let text = format!(
-        "user_exits {}\nkvm_exits {}\nelapsed_ms {}\n",
+        "user_exits {}\nkvm_exits {}\noffload {}\nelapsed_ms {}\n",
         outcome.exits,
         vmm::vstate::kvm_stats::format_exits(&outcome.kvm_stats),
+        outcome.offload,
         outcome.elapsed.as_millis()
     );
     std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))

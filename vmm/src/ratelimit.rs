@@ -6,15 +6,17 @@ use std::time::{Duration, Instant};
 /// Lets one message through per `period`, counting the ones it holds back.
 #[derive(Debug)]
 pub struct RateLimiter {
+    target: &'static str,
     period: Duration,
     last: Option<Instant>,
     suppressed: u64,
 }
 
 impl RateLimiter {
-    /// One message per `period`.
-    pub fn new(period: Duration) -> Self {
+    /// One message per `period`, logged under `target` (usually `module_path!()`).
+    pub fn new(target: &'static str, period: Duration) -> Self {
         Self {
+            target,
             period,
             last: None,
             suppressed: 0,
@@ -39,9 +41,9 @@ impl RateLimiter {
     pub fn warn(&mut self, msg: std::fmt::Arguments<'_>) {
         if let Some(held) = self.allow(Instant::now()) {
             if held > 0 {
-                log::warn!("{msg} ({held} similar messages suppressed)");
+                log::warn!(target: self.target, "{msg} ({held} similar messages suppressed)");
             } else {
-                log::warn!("{msg}");
+                log::warn!(target: self.target, "{msg}");
             }
         }
     }
@@ -53,7 +55,7 @@ mod tests {
 
     #[test]
     fn one_message_per_period() {
-        let mut r = RateLimiter::new(Duration::from_secs(1));
+        let mut r = RateLimiter::new("test", Duration::from_secs(1));
         let t = Instant::now();
         assert_eq!(r.allow(t), Some(0));
         assert_eq!(r.allow(t + Duration::from_millis(10)), None);

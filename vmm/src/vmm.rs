@@ -25,7 +25,7 @@ use crate::config::{OFFLOAD_IRQ, OFFLOAD_MMIO_BASE};
 use crate::devices::bus::{Bus, BusError};
 use crate::devices::legacy::{I8042, I8042_BASE, I8042_LEN};
 use crate::devices::offload::handler::{ClusterLink, NoCluster, OffloadHandler};
-use crate::devices::offload::{NodeIdentity, OffloadDevice};
+use crate::devices::offload::{NodeIdentity, OffloadDevice, OffloadStats};
 use crate::devices::serial::{
     ConsoleOutput, GuestStatus, SerialDevice, SerialInput, COM1_BASE, COM1_LEN,
 };
@@ -86,6 +86,8 @@ pub struct VmOutcome {
     pub exits: ExitStats,
     /// KVM's own counters summed over all vCPUs (every exit, also those handled in the kernel).
     pub kvm_stats: KvmStats,
+    /// What the offload device did.
+    pub offload: OffloadStats,
     /// Time from the start of `run` to the end of the VM.
     pub elapsed: Duration,
 }
@@ -183,10 +185,12 @@ impl Vmm {
             stop_evt: io.stop,
             seen: None,
         };
+        let device = offload.device();
         let reason = run_event_loop(input, offload, events, &report_rx);
         stop_vcpus(&stop, threads);
         let reason = reason?;
         let guest_status = *status.lock().unwrap_or_else(|p| p.into_inner());
+        let offload_stats = device.lock().unwrap_or_else(|p| p.into_inner()).stats();
         let totals = std::mem::take(&mut *kvm_stats.lock().unwrap_or_else(|p| p.into_inner()));
         // Keep the memory mapped until every vCPU thread is gone.
         drop(mem);
@@ -195,6 +199,7 @@ impl Vmm {
             guest_status,
             exits: counters.snapshot(),
             kvm_stats: totals,
+            offload: offload_stats,
             elapsed: start.elapsed(),
         })
     }

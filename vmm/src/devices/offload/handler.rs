@@ -70,6 +70,11 @@ impl OffloadHandler {
         }
     }
 
+    /// The device this handler drives.
+    pub fn device(&self) -> Arc<Mutex<OffloadDevice>> {
+        self.device.clone()
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, OffloadDevice> {
         self.device.lock().unwrap_or_else(|p| p.into_inner())
     }

@@ -92,8 +92,32 @@ struct Active {
     interrupt: Arc<Interrupt>,
 }
 
+/// Counters of the device's work, for benchmarks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OffloadStats {
+    /// Request chains taken from the request queue.
+    pub requests: u64,
+    /// Events written into the event queue.
+    pub events: u64,
+    /// Interrupts injected into the guest.
+    pub interrupts: u64,
+}
+
+impl std::fmt::Display for OffloadStats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "requests={} events={} interrupts={}",
+            self.requests, self.events, self.interrupts
+        )
+    }
+}
+
 /// The offload device.
 pub struct OffloadDevice {
+    stats: OffloadStats,
+    /// The interrupt of the last activation (the transport keeps one for the device's life).
+    irq: Option<Arc<Interrupt>>,
     identity: NodeIdentity,
     config: Vec<u8>,
     peers: Vec<PeerState>,
@@ -128,6 +152,8 @@ impl OffloadDevice {
         config.extend_from_slice(&(identity.names.len() as u32).to_le_bytes());
         config.extend_from_slice(&protocol::name_field(&name));
         Self {
+            stats: OffloadStats::default(),
+            irq: None,
             peers: vec![PeerState::Down; identity.names.len()],
             identity,
             config,
@@ -137,7 +163,7 @@ impl OffloadDevice {
             tokens: VecDeque::new(),
             next_token: 1,
             backlog: VecDeque::new(),
-            warn: RateLimiter::new(Duration::from_secs(5)),
+            warn: RateLimiter::new(module_path!(), Duration::from_secs(5)),
         }
     }
 
@@ -150,6 +176,7 @@ impl OffloadDevice {
         while handled < MAX_CHAINS_PER_CALL {
             let Some(chain) = self.pop_chain() else { break };
             handled += 1;
+            self.stats.requests += 1;
             used |= self.handle_chain(chain, &mut out);
         }
         if used {
@@ -354,6 +381,7 @@ impl OffloadDevice {
             };
             let chain = read_chain(&active.mem, chain);
             let ev = self.backlog.pop_front().unwrap_or_default();
+            self.stats.events += 1;
             let len = if chain.broken.is_none() && total_len(&chain.writable) >= ev.len() {
                 write_regions(&active.mem, &chain.writable, &ev)
             } else {
@@ -403,6 +431,14 @@ impl OffloadDevice {
     fn interrupt(&self) {
         if let Some(a) = &self.active {
             a.interrupt.trigger(INT_USED_RING);
+        }
+    }
+
+    /// What the device has done so far (over every activation).
+    pub fn stats(&self) -> OffloadStats {
+        OffloadStats {
+            interrupts: self.irq.as_ref().map_or(0, |i| i.injected()),
+            ..self.stats
         }
     }
 
@@ -499,6 +535,7 @@ impl VirtioDevice for OffloadDevice {
                 return Err(VirtioError::InvalidQueue(i));
             }
         }
+        self.irq = Some(a.interrupt.clone());
         self.active = Some(Active {
             mem: a.mem,
             requests,

@@ -3,7 +3,7 @@
 
 pub mod mmio;
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use virtio_queue::Queue;
@@ -33,6 +33,7 @@ pub enum VirtioError {
 pub struct Interrupt {
     status: AtomicU32,
     irqfd: EventFd,
+    injected: AtomicU64,
 }
 
 impl Interrupt {
@@ -41,15 +42,22 @@ impl Interrupt {
         Arc::new(Self {
             status: AtomicU32::new(0),
             irqfd,
+            injected: AtomicU64::new(0),
         })
     }
 
     /// Sets `bits` in the status and interrupts the guest.
     pub fn trigger(&self, bits: u32) {
         self.status.fetch_or(bits, Ordering::SeqCst);
+        self.injected.fetch_add(1, Ordering::Relaxed);
         if let Err(e) = self.irqfd.write(1) {
             log::warn!("virtio: cannot inject interrupt: {e}");
         }
+    }
+
+    /// How many interrupts were injected so far.
+    pub fn injected(&self) -> u64 {
+        self.injected.load(Ordering::Relaxed)
     }
 
     /// The status the driver reads.
