@@ -12,3 +12,5 @@ echo "[test] cargo test"
 cargo test --workspace --release -- --test-threads=1
 echo "[test] boot benchmark smoke run (1 run each; the real run is bench-boot --runs 5)"
 target/release/bench-boot --runs 1 --out build/bench/boot-ci.txt
+echo "[test] ping benchmark smoke run (20 pings; the real run is bench-ping --count 200)"
+target/release/bench-ping --count 20 --out build/bench/ping-ci.txt

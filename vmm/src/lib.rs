@@ -13,6 +13,7 @@ pub mod boot;
 pub mod cluster;
 pub mod config;
 pub mod devices;
+pub mod probe;
 pub mod ratelimit;
 pub mod stats;
 pub mod vmm;

@@ -63,7 +63,8 @@ struct LaunchArgs {
     /// Extra kernel command line parameters
     #[arg(long, default_value = "")]
     cmdline: String,
-    /// Write the VM exit counts and run time to this file when the VM ends
+    /// Write the VM exit counts and run time to this file when the VM ends (and a snapshot
+    /// each time vmm gets SIGUSR1)
     #[arg(long)]
     exit_stats: Option<PathBuf>,
     /// This node's name in the cluster [default: a]
@@ -229,14 +230,20 @@ impl Drop for RawTerminal {
 }
 
 fn write_stats(path: &Path, outcome: &vmm::VmOutcome) -> anyhow::Result<()> {
+    use std::io::Write as _;
     let text = format!(
-        "user_exits {}\nkvm_exits {}\noffload {}\nelapsed_ms {}\n",
+        "final\nuser_exits {}\nkvm_exits {}\noffload {}\nelapsed_ms {}\n",
         outcome.exits,
         vmm::vstate::kvm_stats::format_exits(&outcome.kvm_stats),
         outcome.offload,
         outcome.elapsed.as_millis()
     );
-    std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
+    std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(path)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 fn launch(args: LaunchArgs) -> ExitCode {
@@ -269,11 +276,22 @@ fn launch(args: LaunchArgs) -> ExitCode {
             return ExitCode::from(EXIT_VMM_FAILURE);
         }
     };
+    let snapshot = match &args.exit_stats {
+        None => None,
+        Some(path) => match install_snapshot_signal(path) {
+            Ok(evt) => Some((evt, path.clone())),
+            Err(e) => {
+                eprintln!("vmm: cannot prepare {}: {e}", path.display());
+                return ExitCode::from(EXIT_VMM_FAILURE);
+            }
+        },
+    };
     let io = VmIo {
         output: Box::new(std::io::stdout()),
         input,
         stop,
         cluster,
+        snapshot,
     };
     let raw = RawTerminal::new();
     let result = Vmm::run(&config, io);
@@ -368,6 +386,32 @@ extern "C" fn on_stop_signal(sig: libc::c_int, _: *mut libc::siginfo_t, _: *mut 
         // eventfd kept open for the whole run (its owner is leaked below).
         unsafe { libc::write(fd, one.as_ptr().cast(), one.len()) };
     }
+}
+
+static SNAPSHOT_FD: AtomicI32 = AtomicI32::new(-1);
+
+extern "C" fn on_snapshot_signal(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {
+    let fd = SNAPSHOT_FD.load(Ordering::Relaxed);
+    if fd >= 0 {
+        let one = 1u64.to_ne_bytes();
+        // SAFETY: write(2) is async-signal-safe; `one` is a valid 8-byte buffer and `fd` is the
+        // eventfd kept open for the whole run (its owner is leaked below).
+        unsafe { libc::write(fd, one.as_ptr().cast(), one.len()) };
+    }
+}
+
+/// With `--exit-stats FILE`: empties FILE, then every SIGUSR1 appends a numbered statistics
+/// snapshot to it (benchmarks bracket a phase with two signals); the end of the run appends
+/// the `final` block.
+fn install_snapshot_signal(path: &Path) -> std::io::Result<EventFd> {
+    std::fs::write(path, b"")?;
+    let evt = EventFd::new(libc::EFD_NONBLOCK)?;
+    let for_handler = evt.try_clone()?;
+    SNAPSHOT_FD.store(for_handler.as_raw_fd(), Ordering::Relaxed);
+    std::mem::forget(for_handler);
+    register_signal_handler(libc::SIGUSR1, on_snapshot_signal)
+        .map_err(|e| std::io::Error::from_raw_os_error(e.errno()))?;
+    Ok(evt)
 }
 
 /// SIGINT, SIGTERM and SIGHUP stop the VM cleanly (the terminal is restored) instead of

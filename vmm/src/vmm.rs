@@ -31,6 +31,7 @@ use crate::devices::serial::{
 };
 use crate::devices::virtio::mmio::{self, MmioTransport};
 use crate::devices::virtio::Interrupt;
+use crate::probe::{SnapshotWriter, StatsProbe};
 use crate::stats::{ExitCounters, ExitStats};
 use crate::vstate::kvm_stats::KvmStats;
 use crate::vstate::vcpu::{self, BootState, Vcpu, VcpuReport, VcpuStop};
@@ -116,6 +117,8 @@ pub struct VmIo {
     pub stop: Option<EventFd>,
     /// The other monitors; `None` runs this node alone.
     pub cluster: Option<Box<dyn ClusterLink>>,
+    /// When this event fires, a statistics snapshot is appended to the file.
+    pub snapshot: Option<(EventFd, std::path::PathBuf)>,
 }
 
 /// A running or finished VM.
@@ -171,11 +174,16 @@ impl Vmm {
         }
         let stop = Arc::new(AtomicBool::new(false));
         let (report_tx, report_rx) = channel();
-        let kvm_stats = Arc::new(Mutex::new(KvmStats::new()));
+        let probe = Arc::new(StatsProbe {
+            start,
+            counters: counters.clone(),
+            kvm_files: vcpus.iter().filter_map(Vcpu::stats_file).collect(),
+            device: offload.device(),
+        });
         let mut threads = Vec::new();
         for v in vcpus {
             let exit = exit_evt.try_clone().map_err(VmmError::EventFd)?;
-            threads.push(v.start(stop.clone(), report_tx.clone(), exit, kvm_stats.clone())?);
+            threads.push(v.start(stop.clone(), report_tx.clone(), exit)?);
         }
 
         let input = SerialInput::new(serial, io.input, drained_evt);
@@ -185,22 +193,23 @@ impl Vmm {
             stop_evt: io.stop,
             seen: None,
         };
-        let device = offload.device();
-        let reason = run_event_loop(input, offload, events, &report_rx);
+        let snapshots = io
+            .snapshot
+            .map(|(evt, path)| SnapshotWriter::new(probe.clone(), evt, path));
+        let reason = run_event_loop(input, offload, snapshots, events, &report_rx);
         stop_vcpus(&stop, threads);
         let reason = reason?;
         let guest_status = *status.lock().unwrap_or_else(|p| p.into_inner());
-        let offload_stats = device.lock().unwrap_or_else(|p| p.into_inner()).stats();
-        let totals = std::mem::take(&mut *kvm_stats.lock().unwrap_or_else(|p| p.into_inner()));
+        let last = probe.snapshot();
         // Keep the memory mapped until every vCPU thread is gone.
         drop(mem);
         Ok(VmOutcome {
             reason,
             guest_status,
-            exits: counters.snapshot(),
-            kvm_stats: totals,
-            offload: offload_stats,
-            elapsed: start.elapsed(),
+            exits: last.exits,
+            kvm_stats: last.kvm,
+            offload: last.offload,
+            elapsed: last.elapsed,
         })
     }
 }
@@ -278,6 +287,7 @@ fn build_offload(
 fn run_event_loop(
     input: SerialInput,
     offload: OffloadHandler,
+    snapshots: Option<SnapshotWriter>,
     events: ExitEvents,
     reports: &Receiver<VcpuReport>,
 ) -> Result<ExitReason, VmmError> {
@@ -287,6 +297,9 @@ fn run_event_loop(
     manager.add_subscriber(watcher.clone());
     manager.add_subscriber(Arc::new(Mutex::new(input)));
     manager.add_subscriber(Arc::new(Mutex::new(offload)));
+    if let Some(s) = snapshots {
+        manager.add_subscriber(Arc::new(Mutex::new(s)));
+    }
     loop {
         manager.run_with_timeout(100).map_err(VmmError::EventLoop)?;
         if let Ok(report) = reports.try_recv() {

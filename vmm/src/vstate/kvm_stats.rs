@@ -34,8 +34,9 @@ pub enum KvmStatsError {
     Malformed,
 }
 
-/// Reads every single-value cumulative counter of a vCPU.
-pub fn read_vcpu_stats(vcpu: &VcpuFd) -> Result<KvmStats, KvmStatsError> {
+/// Opens a vCPU's stats file. Reading it later does not involve the vCPU (no ioctl, so no
+/// wait for a running vCPU to exit), so it can be sampled at any time from any thread.
+pub fn open_vcpu_stats(vcpu: &VcpuFd) -> Result<File, KvmStatsError> {
     // SAFETY: KVM_GET_STATS_FD takes no argument and returns a new file descriptor or -1; the
     // vCPU fd is valid for the duration of the call.
     let fd = unsafe { ioctl(vcpu, KVM_GET_STATS_FD()) };
@@ -43,8 +44,19 @@ pub fn read_vcpu_stats(vcpu: &VcpuFd) -> Result<KvmStats, KvmStatsError> {
         return Err(KvmStatsError::Open(std::io::Error::last_os_error()));
     }
     // SAFETY: `fd` was just returned by the kernel and is owned by nobody else.
-    let file = unsafe { File::from_raw_fd(fd) };
-    parse(&file)
+    Ok(unsafe { File::from_raw_fd(fd) })
+}
+
+/// Reads every single-value cumulative counter from stats files, summed.
+pub fn read_all(files: &[File]) -> KvmStats {
+    let mut total = KvmStats::new();
+    for f in files {
+        match parse(f) {
+            Ok(s) => merge(&mut total, &s),
+            Err(e) => log::debug!("KVM statistics unreadable: {e}"),
+        }
+    }
+    total
 }
 
 fn u32_at(b: &[u8], off: usize) -> Option<u32> {

@@ -8,7 +8,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use kvm_bindings::CpuId;
@@ -19,7 +19,7 @@ use vmm_sys_util::signal::{register_signal_handler, SIGRTMIN};
 use crate::boot::{cpuid, regs};
 use crate::devices::bus::Bus;
 use crate::stats::{ExitCounters, ExitKind};
-use crate::vstate::kvm_stats::{self, KvmStats};
+use crate::vstate::kvm_stats;
 
 /// Errors creating or configuring a vCPU.
 #[derive(Debug, thiserror::Error)]
@@ -114,6 +114,17 @@ impl Vcpu {
             mmio,
             counters,
         })
+    }
+
+    /// The vCPU's KVM statistics file, if the kernel offers one.
+    pub fn stats_file(&self) -> Option<std::fs::File> {
+        match kvm_stats::open_vcpu_stats(&self.fd) {
+            Ok(f) => Some(f),
+            Err(e) => {
+                log::debug!("vcpu{}: no KVM statistics: {e}", self.id);
+                None
+            }
+        }
     }
 
     /// The KVM vCPU, for callers that set up state other than the Linux boot state.
@@ -283,7 +294,6 @@ impl Vcpu {
         stop: Arc<AtomicBool>,
         reports: Sender<VcpuReport>,
         exit_evt: EventFd,
-        kvm_stats: Arc<Mutex<KvmStats>>,
     ) -> Result<JoinHandle<()>, VcpuError> {
         let id = self.id;
         std::thread::Builder::new()
@@ -300,13 +310,6 @@ impl Vcpu {
                             break;
                         }
                     }
-                }
-                match kvm_stats::read_vcpu_stats(&self.fd) {
-                    Ok(stats) => kvm_stats::merge(
-                        &mut kvm_stats.lock().unwrap_or_else(|p| p.into_inner()),
-                        &stats,
-                    ),
-                    Err(e) => log::debug!("vcpu{id}: no KVM statistics: {e}"),
                 }
                 log::debug!("vcpu{id}: thread ends");
             })
