@@ -1,4 +1,13 @@
-//! Everything that runs inside the guest: the `offload` command, the syscall shim and the agent.
+//! Everything that runs inside the guest: the `offload` command (and, later, the syscall shim
+//! and the agent that creates shadows).
 //!
-//! The kernel module lives in `kmod/` (C, built by `images/build.sh` against the guest kernel).
-//! This crate is filled in by the offload work; for now it only fixes the crate boundary.
+//! The kernel module lives in `kmod/` (C, built by `images/build.sh` against the guest kernel);
+//! [`abi`] mirrors its ioctl ABI, [`device`] wraps `/dev/offload`, [`cli`] parses the command's
+//! arguments, [`report`] formats its output and [`run`] runs the subcommands. Layout and the
+//! driver's design: `guest-shim/README.md`.
+
+pub mod abi;
+pub mod cli;
+pub mod device;
+pub mod report;
+pub mod run;

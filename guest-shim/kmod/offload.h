@@ -1,0 +1,199 @@
+/* SPDX-License-Identifier: GPL-2.0-only OR MIT */
+/*
+ * offload.h: what the files of offload.ko share: the device's wire format
+ * (docs/offload-device.md), the per-device state, the request record and its lifetime
+ * rules, and the functions each file provides (core.c: probe/remove; request.c: request
+ * queue; events.c: event queue and PING_IN answers; chardev.c: /dev/offload and its ioctls).
+ * Locking and lifetimes are described in guest-shim/README.md.
+ */
+#ifndef OFFLOAD_H
+#define OFFLOAD_H
+
+#include <linux/completion.h>
+#include <linux/kref.h>
+#include <linux/list.h>
+#include <linux/miscdevice.h>
+#include <linux/mutex.h>
+#include <linux/refcount.h>
+#include <linux/spinlock.h>
+#include <linux/types.h>
+#include <linux/virtio.h>
+#include <linux/virtio_types.h>
+#include <linux/wait.h>
+#include <linux/workqueue.h>
+
+#include "offload_abi.h"
+
+/* ---- Device identity and wire format (all little endian) ---- */
+
+#define OFFLOAD_DEVICE_ID 0xFF0F
+#define OFFLOAD_MAX_PAYLOAD 4096u
+
+#define OFFLOAD_REQ_NODE_INFO 1
+#define OFFLOAD_REQ_PEERS 2
+#define OFFLOAD_REQ_PING 3
+#define OFFLOAD_REQ_PONG 4
+
+#define OFFLOAD_EVT_PING_IN 1
+#define OFFLOAD_EVT_PEER_STATE 2
+
+/* Configuration space. */
+struct offload_virtio_config {
+	__virtio32 node_index;
+	__virtio32 num_nodes;
+	__u8 node_name[OFFLOAD_NAME_LEN];
+} __packed;
+
+/* Request header (device-readable), 24 bytes. */
+struct offload_wire_req {
+	__le32 type;
+	__le32 flags;
+	__le64 tag;
+	__le32 len;
+	__le32 reserved;
+} __packed;
+
+/* Response header (device-writable), 16 bytes. */
+struct offload_wire_resp {
+	__le32 status; /* 0 or a negative errno, as a two's complement u32 */
+	__le32 len;
+	__le64 tag;
+} __packed;
+
+/* Event header (device-writable), 24 bytes, followed by up to 4096 payload bytes. */
+struct offload_wire_event {
+	__le32 type;
+	__le32 src_node;
+	__le64 token;
+	__le32 len;
+	__le32 reserved;
+} __packed;
+
+/* NODE_INFO response payload, 24 bytes. */
+struct offload_wire_node_info {
+	__le32 index;
+	__le32 num_nodes;
+	__u8 name[OFFLOAD_NAME_LEN];
+} __packed;
+
+/* One entry of the PEERS response, 32 bytes. */
+struct offload_wire_peer {
+	__le32 index;
+	__le32 state;
+	__u8 name[OFFLOAD_NAME_LEN];
+	__le64 reserved;
+} __packed;
+
+/* ---- Driver limits ---- */
+
+/* Event buffers kept posted (the contract asks for at least 16). */
+#define OFFLOAD_EVENT_BUFS 32
+#define OFFLOAD_EVENT_BUF_SIZE (sizeof(struct offload_wire_event) + OFFLOAD_MAX_PAYLOAD)
+/* Nodes whose state the driver tracks from PEER_STATE events. */
+#define OFFLOAD_MAX_NODES 64
+/* PONGs waiting for room in the request queue; beyond that a PING_IN is dropped. */
+#define OFFLOAD_MAX_PENDING_PONGS 64
+/* State table value before the device said anything about a node. */
+#define OFFLOAD_STATE_UNKNOWN 0xff
+
+/* ---- Per-device state ---- */
+
+struct offload_dev {
+	struct virtio_device *vdev;
+	struct virtqueue *req_vq;
+	struct virtqueue *evt_vq;
+
+	/*
+	 * lock (irq-safe; taken in the request callback) guards req_vq (add, get, kick,
+	 * detach), dead, space_gen and pending_pongs.
+	 */
+	spinlock_t lock;
+	bool dead;			/* set by remove: no more submissions */
+	unsigned long space_gen;	/* bumped when request descriptors are freed */
+	wait_queue_head_t space_wq;	/* submitters waiting for descriptors */
+	struct list_head pending_pongs;	/* PONGs that found the request queue full */
+	unsigned int n_pending_pongs;
+
+	/* evt_lock (a mutex: the event work sleeps) guards evt_vq and evt_posted. */
+	struct mutex evt_lock;
+	unsigned int evt_posted;
+	unsigned int evt_target;	/* buffers to keep posted: min(32, queue size) */
+	struct work_struct evt_work;
+
+	atomic64_t next_tag;
+
+	/* From the configuration space at probe time. */
+	u32 node_index;
+	u32 num_nodes;
+	char node_name[OFFLOAD_NAME_LEN + 1];
+
+	/* Per-node state from PEER_STATE events and PEERS answers (READ_ONCE/WRITE_ONCE). */
+	u8 node_state[OFFLOAD_MAX_NODES];
+
+	struct miscdevice misc;
+	bool misc_registered;
+	/* One reference for the bound device, one per open file. */
+	struct kref kref;
+};
+
+/* ---- Requests ---- */
+
+/*
+ * One request on the request queue. Reference counted: the submitter holds one, the
+ * device holds one from a successful add until the buffer comes back (or is detached at
+ * remove). The last put frees it, so a submitter interrupted by a signal simply drops its
+ * reference while the device still owns the buffers.
+ */
+struct offload_req {
+	refcount_t ref;
+	struct completion done;
+	struct list_head link;	/* on pending_pongs, or on a local list at completion */
+	u64 tag;
+	int status;		/* after done: device status, or -EIO / -ENODEV from the driver */
+	u32 resp_len;		/* after done and status 0: validated response payload length */
+	u64 sent_ns;		/* ktime_get_ns() just before the request was added */
+	u64 done_ns;		/* ktime_get_ns() when the response was taken off the ring */
+	u32 out_len;		/* request payload bytes at buf[0] */
+	u32 in_cap;		/* response payload room at buf[out_len] */
+	unsigned int ndesc;	/* descriptors the request needs */
+	struct offload_wire_req hdr;
+	struct offload_wire_resp resp;
+	u8 buf[];
+};
+
+static inline u8 *offload_req_out(struct offload_req *req)
+{
+	return req->buf;
+}
+
+static inline u8 *offload_req_in(struct offload_req *req)
+{
+	return req->buf + req->out_len;
+}
+
+/* request.c */
+struct offload_req *offload_req_alloc(struct offload_dev *od, u32 type, u32 out_len,
+				      u32 in_cap, gfp_t gfp);
+void offload_req_put(struct offload_req *req);
+int offload_req_submit(struct offload_dev *od, struct offload_req *req, bool wait_room);
+int offload_req_call(struct offload_dev *od, struct offload_req *req);
+void offload_req_vq_done(struct virtqueue *vq);
+void offload_req_send_async(struct offload_dev *od, struct offload_req *req);
+void offload_pongs_flush(struct offload_dev *od);
+void offload_req_shutdown(struct offload_dev *od);
+
+/* events.c */
+void offload_evt_vq_done(struct virtqueue *vq);
+void offload_evt_work(struct work_struct *work);
+int offload_evt_fill(struct offload_dev *od);
+void offload_evt_shutdown(struct offload_dev *od);
+
+/* chardev.c */
+int offload_chardev_register(struct offload_dev *od);
+void offload_chardev_unregister(struct offload_dev *od);
+
+/* core.c */
+void offload_dev_put(struct offload_dev *od);
+void offload_set_node_state(struct offload_dev *od, u32 node, u32 state);
+
+#endif /* OFFLOAD_H */

@@ -1,0 +1,65 @@
+/* SPDX-License-Identifier: GPL-2.0-only OR MIT */
+/*
+ * offload_abi.h: the user-space ABI of offload.ko, the /dev/offload ioctls and their
+ * argument structs (docs/offload-device.md, "Guest interface"). Mirrored field by field in
+ * guest-shim/src/abi.rs, whose unit tests check the sizes and ioctl numbers below.
+ * Usable from user space (only <linux/types.h> and <linux/ioctl.h>).
+ *
+ * Magic 'O', numbers 0x40-0x42: 'O' 0x00-0x06 belongs to UBI (ioctl-number.rst), so the
+ * range above it is free and the letter stays mnemonic.
+ */
+#ifndef OFFLOAD_ABI_H
+#define OFFLOAD_ABI_H
+
+#include <linux/types.h>
+#include <linux/ioctl.h>
+
+#define OFFLOAD_IOC_MAGIC 'O'
+
+#define OFFLOAD_NAME_LEN 16
+#define OFFLOAD_MAX_PEERS 16
+#define OFFLOAD_PING_MAX 256
+
+/* Peer states, as the device reports them (offload_peer.state). */
+#define OFFLOAD_PEER_DOWN 0
+#define OFFLOAD_PEER_UP 1
+#define OFFLOAD_PEER_LOST 2
+
+/* OFFLOAD_IOC_NODE_INFO (out): this node. 24 bytes. */
+struct offload_node_info {
+	__u32 index;
+	__u32 num_nodes;
+	char name[OFFLOAD_NAME_LEN]; /* NUL-padded; not terminated when 16 long */
+};
+
+/* One other node. 32 bytes. */
+struct offload_peer {
+	__u32 index;
+	__u32 state; /* OFFLOAD_PEER_* */
+	char name[OFFLOAD_NAME_LEN];
+	__u64 reserved;
+};
+
+/* OFFLOAD_IOC_PEERS (out): the other nodes, the first `count` entries valid. 520 bytes. */
+struct offload_peers {
+	__u32 count;
+	__u32 pad;
+	struct offload_peer peers[OFFLOAD_MAX_PEERS];
+};
+
+/*
+ * OFFLOAD_IOC_PING (in/out): node and data[0..len) in; on success len and data hold the
+ * echoed bytes and rtt_ns the round trip measured in the guest kernel. 272 bytes.
+ */
+struct offload_ping {
+	__u32 node;
+	__u32 len; /* <= OFFLOAD_PING_MAX */
+	__u64 rtt_ns;
+	__u8 data[OFFLOAD_PING_MAX];
+};
+
+#define OFFLOAD_IOC_NODE_INFO _IOR(OFFLOAD_IOC_MAGIC, 0x40, struct offload_node_info)
+#define OFFLOAD_IOC_PEERS _IOR(OFFLOAD_IOC_MAGIC, 0x41, struct offload_peers)
+#define OFFLOAD_IOC_PING _IOWR(OFFLOAD_IOC_MAGIC, 0x42, struct offload_ping)
+
+#endif /* OFFLOAD_ABI_H */

@@ -1,0 +1,198 @@
+//! The `/dev/offload` ioctl ABI: a field-by-field mirror of `guest-shim/kmod/offload_abi.h`
+//! (structs in `#[repr(C)]`, ioctl numbers computed like `_IOR`/`_IOWR`). The tests check the
+//! sizes and numbers against the values the C header gives, and, where a C compiler is
+//! installed, against the header itself.
+
+use std::mem::size_of;
+
+/// ioctl magic ("type") of every offload ioctl.
+pub const IOC_MAGIC: u8 = b'O';
+/// Length of a node name field (NUL-padded, not terminated when full).
+pub const NAME_LEN: usize = 16;
+/// Entries of [`Peers::peers`].
+pub const MAX_PEERS: usize = 16;
+/// Largest [`Ping::data`] payload.
+pub const PING_MAX: usize = 256;
+
+/// Peer states as the device reports them.
+pub const PEER_DOWN: u32 = 0;
+/// The peer's monitor is connected.
+pub const PEER_UP: u32 = 1;
+/// The peer was connected and went silent past the heartbeat timeout.
+pub const PEER_LOST: u32 = 2;
+
+/// `struct offload_node_info`: this node.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NodeInfo {
+    pub index: u32,
+    pub num_nodes: u32,
+    pub name: [u8; NAME_LEN],
+}
+
+/// `struct offload_peer`: one other node.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Peer {
+    pub index: u32,
+    pub state: u32,
+    pub name: [u8; NAME_LEN],
+    pub reserved: u64,
+}
+
+/// `struct offload_peers`: the first `count` entries of `peers` are valid.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Peers {
+    pub count: u32,
+    pub pad: u32,
+    pub peers: [Peer; MAX_PEERS],
+}
+
+/// `struct offload_ping`: `node` and `data[..len]` in; the echoed bytes and `rtt_ns` out.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ping {
+    pub node: u32,
+    pub len: u32,
+    pub rtt_ns: u64,
+    pub data: [u8; PING_MAX],
+}
+
+impl Default for Ping {
+    fn default() -> Self {
+        Self {
+            node: 0,
+            len: 0,
+            rtt_ns: 0,
+            data: [0; PING_MAX],
+        }
+    }
+}
+
+impl Peers {
+    /// The valid entries (`count` bounded by the array, should the driver misbehave).
+    pub fn valid(&self) -> &[Peer] {
+        &self.peers[..(self.count as usize).min(MAX_PEERS)]
+    }
+}
+
+const IOC_WRITE: u32 = 1;
+const IOC_READ: u32 = 2;
+
+/// `_IOC(dir, type, nr, size)` of `<asm-generic/ioctl.h>` (x86: 2 direction bits at 30,
+/// 14 size bits at 16, type at 8, number at 0).
+const fn ioc(dir: u32, nr: u8, size: usize) -> u32 {
+    (dir << 30) | ((size as u32) << 16) | ((IOC_MAGIC as u32) << 8) | nr as u32
+}
+
+/// `OFFLOAD_IOC_NODE_INFO`: `_IOR('O', 0x40, struct offload_node_info)`.
+pub const IOC_NODE_INFO: u32 = ioc(IOC_READ, 0x40, size_of::<NodeInfo>());
+/// `OFFLOAD_IOC_PEERS`: `_IOR('O', 0x41, struct offload_peers)`.
+pub const IOC_PEERS: u32 = ioc(IOC_READ, 0x41, size_of::<Peers>());
+/// `OFFLOAD_IOC_PING`: `_IOWR('O', 0x42, struct offload_ping)`.
+pub const IOC_PING: u32 = ioc(IOC_READ | IOC_WRITE, 0x42, size_of::<Ping>());
+
+/// A name field as text: up to the first NUL, invalid UTF-8 replaced.
+pub fn name_str(name: &[u8; NAME_LEN]) -> String {
+    let end = name.iter().position(|&b| b == 0).unwrap_or(NAME_LEN);
+    String::from_utf8_lossy(&name[..end]).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::mem::{align_of, offset_of};
+
+    /// Values printed by a C program including offload_abi.h (gcc 12, x86_64).
+    #[test]
+    fn layout_matches_the_c_header() {
+        assert_eq!(size_of::<NodeInfo>(), 24);
+        assert_eq!(size_of::<Peer>(), 32);
+        assert_eq!(size_of::<Peers>(), 520);
+        assert_eq!(size_of::<Ping>(), 272);
+        assert_eq!(align_of::<Ping>(), 8);
+        assert_eq!(offset_of!(Peer, reserved), 24);
+        assert_eq!(offset_of!(Peers, peers), 8);
+        assert_eq!(offset_of!(Ping, rtt_ns), 8);
+        assert_eq!(offset_of!(Ping, data), 16);
+    }
+
+    #[test]
+    fn ioctl_numbers_match_the_c_header() {
+        assert_eq!(IOC_NODE_INFO, 0x8018_4f40);
+        assert_eq!(IOC_PEERS, 0x8208_4f41);
+        assert_eq!(IOC_PING, 0xc110_4f42);
+    }
+
+    #[test]
+    fn names_stop_at_nul() {
+        let mut n = [0u8; NAME_LEN];
+        n[..2].copy_from_slice(b"ab");
+        assert_eq!(name_str(&n), "ab");
+        assert_eq!(name_str(&[b'x'; NAME_LEN]), "x".repeat(16));
+    }
+
+    #[test]
+    fn peers_valid_is_bounded() {
+        let p = Peers {
+            count: 99,
+            ..Default::default()
+        };
+        assert_eq!(p.valid().len(), MAX_PEERS);
+    }
+
+    /// Compiles a program against the real header and compares its output with ours (skipped
+    /// when no C compiler or kernel UAPI headers are installed).
+    #[test]
+    fn header_compiled_by_cc_agrees() {
+        let Some(out) = c_header_values() else {
+            eprintln!("skipped: no working `cc` with <linux/ioctl.h>");
+            return;
+        };
+        let ours = format!(
+            "{} {} {} {} {:#x} {:#x} {:#x}",
+            size_of::<NodeInfo>(),
+            size_of::<Peer>(),
+            size_of::<Peers>(),
+            size_of::<Ping>(),
+            IOC_NODE_INFO,
+            IOC_PEERS,
+            IOC_PING
+        );
+        assert_eq!(out.trim(), ours);
+    }
+
+    fn c_header_values() -> Option<String> {
+        use std::process::Command;
+        let kmod = concat!(env!("CARGO_MANIFEST_DIR"), "/kmod");
+        let dir = std::env::temp_dir().join(format!("offload-abi-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).ok()?;
+        let src = dir.join("abi.c");
+        std::fs::write(
+            &src,
+            "#include <stdio.h>\n#include \"offload_abi.h\"\nint main(void) {\n\
+             printf(\"%zu %zu %zu %zu %#x %#x %#x\\n\", sizeof(struct offload_node_info),\n\
+             sizeof(struct offload_peer), sizeof(struct offload_peers),\n\
+             sizeof(struct offload_ping), (unsigned)OFFLOAD_IOC_NODE_INFO,\n\
+             (unsigned)OFFLOAD_IOC_PEERS, (unsigned)OFFLOAD_IOC_PING);\nreturn 0;\n}\n",
+        )
+        .ok()?;
+        let exe = dir.join("abi");
+        let built = Command::new("cc")
+            .arg("-I")
+            .arg(kmod)
+            .arg("-o")
+            .arg(&exe)
+            .arg(&src)
+            .output()
+            .ok()?;
+        let out = if built.status.success() {
+            Command::new(&exe).output().ok()
+        } else {
+            None
+        };
+        let _ = std::fs::remove_dir_all(&dir);
+        String::from_utf8(out?.stdout).ok()
+    }
+}

@@ -1,0 +1,50 @@
+//! The `offload` command (runs inside the guest): `offload nodes`, `offload ping NODE`.
+//! Exit status: 0 on success (for ping: every reply came back intact), 1 on failure,
+//! 2 on bad usage. Built statically by images/build.sh into build/guest-bin/offload.
+
+use std::io::{self, Write};
+use std::process::ExitCode;
+
+use guest_shim::cli::{self, Command, SYNOPSIS, USAGE};
+use guest_shim::device::Device;
+use guest_shim::run::{self, RunError};
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let command = match cli::parse(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("offload: {e}\n{SYNOPSIS}");
+            return ExitCode::from(2);
+        }
+    };
+    match execute(command) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        // The reader went away (`offload nodes | grep -q b`): stop quietly, as SIGPIPE would.
+        Err(RunError::Output(e)) if e.kind() == io::ErrorKind::BrokenPipe => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("offload: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Runs one command; `Ok(false)` when it ran but not everything succeeded.
+fn execute(command: Command) -> Result<bool, RunError> {
+    let stdout = io::stdout();
+    let mut out = stdout.lock();
+    let ok = match command {
+        Command::Help => {
+            writeln!(out, "{USAGE}")?;
+            true
+        }
+        Command::Nodes => {
+            run::nodes(&Device::open()?, &mut out)?;
+            true
+        }
+        Command::Ping(args) => run::ping(&Device::open()?, &args, &mut out)?.all_received(),
+    };
+    out.flush()?;
+    Ok(ok)
+}

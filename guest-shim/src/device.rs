@@ -1,0 +1,154 @@
+//! `/dev/offload`: opening it (telling "module not loaded" from "no device bound") and its
+//! three ioctls. Errors keep the errno the driver returned; [`crate::report`] turns them
+//! into messages that name the node concerned.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::fd::AsRawFd;
+use std::path::Path;
+
+use crate::abi::{self, NodeInfo, Peers, Ping};
+
+/// Where the driver's misc device appears (devtmpfs) while an offload device is bound.
+pub const DEVICE_PATH: &str = "/dev/offload";
+/// Present whenever offload.ko is loaded, bound device or not.
+pub const MODULE_PATH: &str = "/sys/module/offload";
+
+/// Why a `/dev/offload` operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DeviceError {
+    #[error("offload.ko is not loaded (no {DEVICE_PATH})")]
+    NotLoaded,
+    #[error("offload.ko is loaded but no offload device was found (no {DEVICE_PATH})")]
+    NoDevice,
+    #[error("cannot open {DEVICE_PATH}: {0}")]
+    Open(io::Error),
+    /// An ioctl failed with this errno (positive).
+    #[error("{op}: {}", io::Error::from_raw_os_error(*errno))]
+    Ioctl { op: &'static str, errno: i32 },
+}
+
+impl DeviceError {
+    /// The errno of a failed ioctl.
+    pub fn errno(&self) -> Option<i32> {
+        match self {
+            DeviceError::Ioctl { errno, .. } => Some(*errno),
+            _ => None,
+        }
+    }
+}
+
+/// The three operations of `/dev/offload`, as a trait so the command's logic can be tested
+/// without the device.
+pub trait Offload {
+    /// `OFFLOAD_IOC_NODE_INFO`: this node.
+    fn node_info(&self) -> Result<NodeInfo, DeviceError>;
+    /// `OFFLOAD_IOC_PEERS`: the other nodes and their states.
+    fn peers(&self) -> Result<Peers, DeviceError>;
+    /// `OFFLOAD_IOC_PING`: one round trip to `node` carrying `payload` (at most
+    /// [`abi::PING_MAX`] bytes); returns the echoed bytes and the round-trip time in ns.
+    fn ping(&self, node: u32, payload: &[u8]) -> Result<(Vec<u8>, u64), DeviceError>;
+}
+
+/// An open `/dev/offload`.
+#[derive(Debug)]
+pub struct Device {
+    file: File,
+}
+
+impl Device {
+    /// Opens [`DEVICE_PATH`].
+    pub fn open() -> Result<Self, DeviceError> {
+        Self::open_at(Path::new(DEVICE_PATH), Path::new(MODULE_PATH))
+    }
+
+    /// Opens `dev`; when it does not exist, `module` (a /sys/module directory) tells
+    /// whether the driver is loaded.
+    pub fn open_at(dev: &Path, module: &Path) -> Result<Self, DeviceError> {
+        match OpenOptions::new().read(true).write(true).open(dev) {
+            Ok(file) => Ok(Self { file }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(if module.exists() {
+                DeviceError::NoDevice
+            } else {
+                DeviceError::NotLoaded
+            }),
+            Err(e) => Err(DeviceError::Open(e)),
+        }
+    }
+
+    /// Issues ioctl `request` with `arg` as its argument struct. `T` must be the struct the
+    /// request number encodes (the callers above pair them as abi.rs defines them).
+    fn ioctl<T>(&self, op: &'static str, request: u32, arg: &mut T) -> Result<(), DeviceError> {
+        // SAFETY: the fd is open for the life of `self.file`; `arg` is a valid, exclusive
+        // pointer to a `#[repr(C)]` struct of exactly the size encoded in `request`, so the
+        // driver reads and writes only inside it.
+        let rc = unsafe {
+            libc::ioctl(
+                self.file.as_raw_fd(),
+                request as libc::Ioctl,
+                arg as *mut T as *mut libc::c_void,
+            )
+        };
+        if rc < 0 {
+            let errno = io::Error::last_os_error()
+                .raw_os_error()
+                .unwrap_or(libc::EIO);
+            return Err(DeviceError::Ioctl { op, errno });
+        }
+        Ok(())
+    }
+}
+
+impl Offload for Device {
+    fn node_info(&self) -> Result<NodeInfo, DeviceError> {
+        let mut info = NodeInfo::default();
+        self.ioctl("NODE_INFO", abi::IOC_NODE_INFO, &mut info)?;
+        Ok(info)
+    }
+
+    fn peers(&self) -> Result<Peers, DeviceError> {
+        let mut peers = Peers::default();
+        self.ioctl("PEERS", abi::IOC_PEERS, &mut peers)?;
+        Ok(peers)
+    }
+
+    fn ping(&self, node: u32, payload: &[u8]) -> Result<(Vec<u8>, u64), DeviceError> {
+        let mut p = Ping {
+            node,
+            len: payload.len().min(abi::PING_MAX) as u32,
+            ..Default::default()
+        };
+        let n = p.len as usize;
+        p.data[..n].copy_from_slice(&payload[..n]);
+        self.ioctl("PING", abi::IOC_PING, &mut p)?;
+        let len = (p.len as usize).min(abi::PING_MAX);
+        Ok((p.data[..len].to_vec(), p.rtt_ns))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_device_says_whether_the_module_is_loaded() {
+        let dir = std::env::temp_dir();
+        let absent = dir.join(format!("no-such-offload-{}", std::process::id()));
+        let err = Device::open_at(&absent, &absent).unwrap_err();
+        assert!(matches!(err, DeviceError::NotLoaded));
+        assert_eq!(
+            err.to_string(),
+            "offload.ko is not loaded (no /dev/offload)"
+        );
+        let err = Device::open_at(&absent, &dir).unwrap_err();
+        assert!(matches!(err, DeviceError::NoDevice));
+        assert!(err.to_string().contains("no offload device was found"));
+    }
+
+    #[test]
+    fn an_ioctl_on_a_non_offload_file_fails_cleanly() {
+        let dev = Device::open_at(Path::new("/dev/null"), Path::new("/")).unwrap();
+        let err = dev.node_info().unwrap_err();
+        assert_eq!(err.errno(), Some(libc::ENOTTY));
+    }
+}

@@ -1,0 +1,211 @@
+//! What the `offload` command prints: node lines (`a 0 self`, `b 1 up`), ping reply and
+//! error lines, the ping summary, and the messages for the errnos the driver returns.
+//! All lines are one record each, space-separated, so scripts can parse them.
+
+/// A node as `offload nodes` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeLine {
+    pub name: String,
+    pub index: u32,
+    /// `None` for this node ("self"), else the device's state number.
+    pub state: Option<u32>,
+}
+
+/// The word for a peer state (`state-N` for a number the ABI does not define).
+pub fn state_name(state: u32) -> String {
+    match state {
+        crate::abi::PEER_DOWN => "down".into(),
+        crate::abi::PEER_UP => "up".into(),
+        crate::abi::PEER_LOST => "lost".into(),
+        n => format!("state-{n}"),
+    }
+}
+
+/// A node name as one printable word: bytes outside `!`..`~` become `?`, empty is `-`.
+pub fn word(name: &str) -> String {
+    if name.is_empty() {
+        return "-".into();
+    }
+    name.chars()
+        .map(|c| if c.is_ascii_graphic() { c } else { '?' })
+        .collect()
+}
+
+/// `NAME INDEX STATE`.
+pub fn node_line(n: &NodeLine) -> String {
+    let state = n.state.map_or_else(|| "self".to_string(), state_name);
+    format!("{} {} {}", word(&n.name), n.index, state)
+}
+
+/// Nanoseconds as milliseconds with three decimals.
+pub fn ms(ns: u64) -> String {
+    format!("{:.3}", ns as f64 / 1e6)
+}
+
+/// `seq=1 node=b bytes=56 rtt=1.234 ms`.
+pub fn reply_line(seq: u32, node: &str, bytes: usize, rtt_ns: u64) -> String {
+    format!(
+        "seq={seq} node={} bytes={bytes} rtt={} ms",
+        word(node),
+        ms(rtt_ns)
+    )
+}
+
+/// `seq=2 node=b error: peer b is down`.
+pub fn error_line(seq: u32, node: &str, message: &str) -> String {
+    format!("seq={seq} node={} error: {message}", word(node))
+}
+
+/// What an errno from `OFFLOAD_IOC_PING` to `node` (a name, or an index the node list did
+/// not show) means.
+pub fn ping_error(errno: i32, node: &str) -> String {
+    match errno {
+        libc::ENOTCONN => format!("peer {node} is down"),
+        libc::ETIMEDOUT => format!("no answer from {node} in time"),
+        libc::ECONNRESET => format!("peer {node} was lost while waiting"),
+        libc::EHOSTUNREACH if node.parse::<u32>().is_ok() => {
+            format!("no node with index {node}")
+        }
+        libc::EHOSTUNREACH => format!("no node named {node}"),
+        libc::EBUSY => "too many pings in flight on this node".into(),
+        libc::EMSGSIZE => "payload too large for the device".into(),
+        _ => common_error(errno),
+    }
+}
+
+/// Messages for errnos any offload ioctl can return.
+pub fn common_error(errno: i32) -> String {
+    match errno {
+        libc::EINTR => "interrupted".into(),
+        libc::ENODEV => "the offload device was removed".into(),
+        libc::EIO => "the offload device answered outside its contract (see dmesg)".into(),
+        libc::ENOTTY => "/dev/offload does not understand this request (old offload.ko?)".into(),
+        e => std::io::Error::from_raw_os_error(e).to_string(),
+    }
+}
+
+/// Round-trip times of a ping run.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Summary {
+    pub sent: u32,
+    /// Round-trip times of the replies that came back intact, in ns.
+    pub rtts: Vec<u64>,
+}
+
+impl Summary {
+    /// Whether every round trip came back intact.
+    pub fn all_received(&self) -> bool {
+        self.rtts.len() == self.sent as usize
+    }
+
+    /// `4 sent, 4 received, min/median/max = 1.000/1.500/2.000 ms` (no times without replies).
+    pub fn line(&self) -> String {
+        let head = format!("{} sent, {} received", self.sent, self.rtts.len());
+        let mut t = self.rtts.clone();
+        t.sort_unstable();
+        let (Some(&min), Some(&max)) = (t.first(), t.last()) else {
+            return head;
+        };
+        let n = t.len();
+        let median = if n % 2 == 1 {
+            t[n / 2]
+        } else {
+            (t[n / 2 - 1] + t[n / 2]) / 2
+        };
+        format!(
+            "{head}, min/median/max = {}/{}/{} ms",
+            ms(min),
+            ms(median),
+            ms(max)
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_lines() {
+        let me = NodeLine {
+            name: "a".into(),
+            index: 0,
+            state: None,
+        };
+        assert_eq!(node_line(&me), "a 0 self");
+        let b = NodeLine {
+            name: "b".into(),
+            index: 1,
+            state: Some(1),
+        };
+        assert_eq!(node_line(&b), "b 1 up");
+        let odd = NodeLine {
+            name: "x y\n".into(),
+            index: 7,
+            state: Some(9),
+        };
+        assert_eq!(node_line(&odd), "x?y? 7 state-9");
+        assert_eq!(state_name(0), "down");
+        assert_eq!(state_name(2), "lost");
+        assert_eq!(word(""), "-");
+    }
+
+    #[test]
+    fn ping_lines() {
+        assert_eq!(
+            reply_line(1, "b", 56, 1_234_567),
+            "seq=1 node=b bytes=56 rtt=1.235 ms"
+        );
+        assert_eq!(
+            error_line(2, "b", &ping_error(libc::ENOTCONN, "b")),
+            "seq=2 node=b error: peer b is down"
+        );
+    }
+
+    #[test]
+    fn errno_messages() {
+        assert_eq!(ping_error(libc::ENOTCONN, "b"), "peer b is down");
+        assert_eq!(ping_error(libc::EHOSTUNREACH, "x"), "no node named x");
+        assert_eq!(ping_error(libc::EHOSTUNREACH, "7"), "no node with index 7");
+        assert_eq!(ping_error(libc::ETIMEDOUT, "b"), "no answer from b in time");
+        assert_eq!(
+            ping_error(libc::ECONNRESET, "b"),
+            "peer b was lost while waiting"
+        );
+        assert_eq!(ping_error(libc::EINTR, "b"), "interrupted");
+        assert!(common_error(libc::EIO).contains("dmesg"));
+        assert!(common_error(libc::EPERM).contains("not permitted"));
+    }
+
+    #[test]
+    fn summary_lines() {
+        let s = Summary {
+            sent: 4,
+            rtts: vec![2_000_000, 1_000_000, 1_500_000, 1_600_000],
+        };
+        assert!(s.all_received());
+        assert_eq!(
+            s.line(),
+            "4 sent, 4 received, min/median/max = 1.000/1.550/2.000 ms"
+        );
+        let odd = Summary {
+            sent: 3,
+            rtts: vec![3, 1_000_000, 2_000_000],
+        };
+        assert!(!Summary {
+            sent: 4,
+            ..odd.clone()
+        }
+        .all_received());
+        assert_eq!(
+            odd.line(),
+            "3 sent, 3 received, min/median/max = 0.000/1.000/2.000 ms"
+        );
+        let none = Summary {
+            sent: 2,
+            rtts: vec![],
+        };
+        assert_eq!(none.line(), "2 sent, 0 received");
+        assert!(!none.all_received());
+    }
+}
