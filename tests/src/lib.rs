@@ -19,6 +19,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
+pub mod bench;
+
 /// Marker the test-host init prints after the script: `testhost: exit-status=N`.
 pub const TESTHOST_STATUS: &str = "testhost: exit-status=";
 /// Marker the test-host init prints before running the script.

@@ -89,6 +89,34 @@ fn run_to_done(t: &mut Tiny) -> Vec<VcpuEmulation> {
     seen
 }
 
+/// Starts the vCPU in real mode at 0x1000 with flat segments.
+fn start_real_mode(t: &Tiny) {
+    let fd = t.vcpu.fd();
+    let mut sregs = fd.get_sregs().unwrap();
+    for seg in [&mut sregs.cs, &mut sregs.ds] {
+        seg.base = 0;
+        seg.selector = 0;
+    }
+    fd.set_sregs(&sregs).unwrap();
+    let regs = kvm_regs {
+        rip: 0x1000,
+        rflags: 2,
+        ..Default::default()
+    };
+    fd.set_regs(&regs).unwrap();
+}
+
+/// Starts the vCPU in the monitor's long-mode boot state at 1 MiB, after `adjust`.
+fn start_long_mode(t: &Tiny, adjust: impl FnOnce(&mut kvm_bindings::kvm_sregs)) {
+    regs::write_boot_tables(&t.mem).unwrap();
+    let fd = t.vcpu.fd();
+    let mut sregs = fd.get_sregs().unwrap();
+    regs::setup_sregs(&mut sregs);
+    adjust(&mut sregs);
+    fd.set_sregs(&sregs).unwrap();
+    fd.set_regs(&regs::boot_regs(0x10_0000, 0)).unwrap();
+}
+
 #[test]
 fn real_mode_guest_does_port_io_and_writes_memory() {
     let Some(mut t) = tiny_vm(64 << 20) else {
@@ -106,19 +134,7 @@ fn real_mode_guest_does_port_io_and_writes_memory() {
         0xee,                   // out dx, al       (done)
     ];
     t.mem.write_slice(code, GuestAddress(0x1000)).unwrap();
-    let fd = t.vcpu.fd();
-    let mut sregs = fd.get_sregs().unwrap();
-    sregs.cs.base = 0;
-    sregs.cs.selector = 0;
-    sregs.ds.base = 0;
-    sregs.ds.selector = 0;
-    fd.set_sregs(&sregs).unwrap();
-    fd.set_regs(&kvm_regs {
-        rip: 0x1000,
-        rflags: 2,
-        ..Default::default()
-    })
-    .unwrap();
+    start_real_mode(&t);
 
     let seen = run_to_done(&mut t);
     assert!(
@@ -156,12 +172,7 @@ fn long_mode_boot_state_runs_64_bit_code_with_mmio() {
         0xee,                                           // out dx, al  (done)
     ];
     t.mem.write_slice(code, GuestAddress(0x10_0000)).unwrap();
-    regs::write_boot_tables(&t.mem).unwrap();
-    let fd = t.vcpu.fd();
-    let mut sregs = fd.get_sregs().unwrap();
-    regs::setup_sregs(&mut sregs);
-    fd.set_sregs(&sregs).unwrap();
-    fd.set_regs(&regs::boot_regs(0x10_0000, 0)).unwrap();
+    start_long_mode(&t, |_| {});
 
     let seen = run_to_done(&mut t);
     assert!(
@@ -193,17 +204,7 @@ fn unhandled_ports_read_as_all_ones() {
         0xee,                   // out dx, al
     ];
     t.mem.write_slice(code, GuestAddress(0x1000)).unwrap();
-    let fd = t.vcpu.fd();
-    let mut sregs = fd.get_sregs().unwrap();
-    sregs.cs.base = 0;
-    sregs.cs.selector = 0;
-    fd.set_sregs(&sregs).unwrap();
-    fd.set_regs(&kvm_regs {
-        rip: 0x1000,
-        rflags: 2,
-        ..Default::default()
-    })
-    .unwrap();
+    start_real_mode(&t);
     run_to_done(&mut t);
     let stored: u8 = t.mem.read_obj(GuestAddress(0x2000)).unwrap();
     assert_eq!(stored, 0xff);
@@ -218,13 +219,7 @@ fn triple_fault_is_reported_with_registers() {
     t.mem
         .write_slice(&[0x0f, 0x0b], GuestAddress(0x10_0000))
         .unwrap();
-    regs::write_boot_tables(&t.mem).unwrap();
-    let fd = t.vcpu.fd();
-    let mut sregs = fd.get_sregs().unwrap();
-    regs::setup_sregs(&mut sregs);
-    sregs.idt.limit = 0;
-    fd.set_sregs(&sregs).unwrap();
-    fd.set_regs(&regs::boot_regs(0x10_0000, 0)).unwrap();
+    start_long_mode(&t, |s| s.idt.limit = 0);
     let seen = run_to_done(&mut t);
     match seen.last() {
         Some(VcpuEmulation::Stopped(VcpuStop::TripleFault { registers })) => {

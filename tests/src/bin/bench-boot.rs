@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use offload_tests::{Harness, RunOpts};
+use offload_tests::{bench, Harness, RunOpts};
 
 /// Guest shape shared by both monitors.
 const MEM: &str = "256M";
@@ -141,25 +141,9 @@ fn report(output: &str, runs: u32, host: &str) -> Result<String> {
 }
 
 fn run() -> Result<()> {
-    let mut args = std::env::args().skip(1);
-    let mut runs = 5u32;
-    let mut out: Option<PathBuf> = None;
-    while let Some(a) = args.next() {
-        match a.as_str() {
-            "--runs" => {
-                runs = args
-                    .next()
-                    .context("--runs N")?
-                    .parse()
-                    .context("--runs N")?
-            }
-            "--out" => out = Some(args.next().context("--out FILE")?.into()),
-            other => bail!("unknown argument {other}; usage: bench-boot [--runs N] [--out FILE]"),
-        }
-    }
-    if runs == 0 {
-        bail!("--runs must be at least 1");
-    }
+    let usage = "bench-boot [--runs N] [--out FILE]";
+    let (runs, out) = bench::parse_args(usage, "--runs", 5)?;
+    let runs = u32::try_from(runs).context("--runs is too large")?;
     let h = Harness::locate()?;
     let out = out.unwrap_or_else(|| h.root.join("build/bench/boot.txt"));
     let boottime = std::env::current_exe()?.with_file_name("boottime");
@@ -189,23 +173,11 @@ fn run() -> Result<()> {
         );
     }
     let text = report(&r.output, runs, &r.host.to_string())?;
-    if let Some(dir) = out.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    std::fs::write(&out, &text).with_context(|| format!("writing {}", out.display()))?;
-    print!("{text}");
-    eprintln!("[bench-boot] results written to {}", out.display());
-    Ok(())
+    bench::write_results(&out, &text, "bench-boot")
 }
 
 fn main() -> std::process::ExitCode {
-    match run() {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("bench-boot: {e:#}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    bench::exit("bench-boot", run())
 }
 
 #[cfg(test)]

@@ -10,11 +10,10 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use offload_tests::{Harness, RunOpts};
+use offload_tests::{bench, Harness, RunOpts};
 
 const SIZE: usize = 56;
 
@@ -169,25 +168,9 @@ fn report(output: &str, count: usize, host: &str) -> Result<String> {
 }
 
 fn run() -> Result<()> {
-    let mut args = std::env::args().skip(1);
-    let mut count = 200usize;
-    let mut out: Option<PathBuf> = None;
-    while let Some(a) = args.next() {
-        match a.as_str() {
-            "--count" => {
-                count = args
-                    .next()
-                    .context("--count N")?
-                    .parse()
-                    .context("--count N")?
-            }
-            "--out" => out = Some(args.next().context("--out FILE")?.into()),
-            other => bail!("unknown argument {other}; usage: bench-ping [--count N] [--out FILE]"),
-        }
-    }
-    if count == 0 {
-        bail!("--count must be at least 1");
-    }
+    let usage = "bench-ping [--count N] [--out FILE]";
+    let (count, out) = bench::parse_args(usage, "--count", 200)?;
+    let count = usize::try_from(count).context("--count is too large")?;
     let h = Harness::locate()?;
     let out = out.unwrap_or_else(|| h.root.join("build/bench/ping.txt"));
     let tcpecho = std::env::current_exe()?.with_file_name("tcpecho");
@@ -199,23 +182,11 @@ fn run() -> Result<()> {
     };
     let r = h.run(&script(count), &opts)?;
     let text = report(&r.output, count, &r.host.to_string())?;
-    if let Some(dir) = out.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    std::fs::write(&out, &text).with_context(|| format!("writing {}", out.display()))?;
-    print!("{text}");
-    eprintln!("[bench-ping] results written to {}", out.display());
-    Ok(())
+    bench::write_results(&out, &text, "bench-ping")
 }
 
 fn main() -> std::process::ExitCode {
-    match run() {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("bench-ping: {e:#}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    bench::exit("bench-ping", run())
 }
 
 #[cfg(test)]

@@ -1,0 +1,50 @@
+//! What the benchmark commands share: their two options and how they write results.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+
+/// Parses `[FLAG N] [--out FILE]` (for example `--runs 5`); N must be at least 1.
+pub fn parse_args(usage: &str, flag: &str, default: u64) -> Result<(u64, Option<PathBuf>)> {
+    let mut args = std::env::args().skip(1);
+    let (mut n, mut out) = (default, None);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            f if f == flag => {
+                n = args
+                    .next()
+                    .context(format!("{flag} N"))?
+                    .parse()
+                    .context(format!("{flag} N"))?
+            }
+            "--out" => out = Some(args.next().context("--out FILE")?.into()),
+            other => bail!("unknown argument {other}; usage: {usage}"),
+        }
+    }
+    if n == 0 {
+        bail!("{flag} must be at least 1");
+    }
+    Ok((n, out))
+}
+
+/// Writes the report to `path` (creating its folder), prints it, and says where it went.
+pub fn write_results(path: &Path, text: &str, name: &str) -> Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+    print!("{text}");
+    eprintln!("[{name}] results written to {}", path.display());
+    Ok(())
+}
+
+/// The process exit code for a benchmark's result, printing the error if any.
+pub fn exit(name: &str, result: Result<()>) -> std::process::ExitCode {
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{name}: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
