@@ -29,11 +29,16 @@ fn guest(script: &str) -> String {
 
 /// Proves the core of the paravirtual channel: `offload ping` in guest a reaches guest b's
 /// driver through vmm a, the authenticated transport and vmm b, and comes back; and the same
-/// from b to a at the same time. `offload nodes` shows each peer up.
+/// from b to a at the same time; four threads of guest a pinging at once all get their own
+/// answers (requests complete out of order). `offload nodes` shows each peer up.
 #[test]
 fn guests_ping_each_other_through_both_monitors() {
     let h = Harness::locate().expect("harness");
-    let ga = guest("wait_state b up 60 || exit 9\noffload nodes\noffload ping b -c 3 -s 200; s=$?\nsleep 8; exit $s");
+    let ga = guest(
+        "wait_state b up 60 || exit 9\noffload nodes\noffload ping b -c 3 -s 200; s=$?\n\
+         for i in 1 2 3 4; do offload ping b -c 5 -s $((i * 50)) > /tmp/p$i 2>&1 & done; wait\n\
+         for i in 1 2 3 4; do tail -1 /tmp/p$i | sed \"s/^/thread$i: /\"; done\nsleep 8; exit $s",
+    );
     let gb = guest("wait_state a up 60 || exit 9\noffload ping a -c 3; s=$?\nsleep 8; exit $s");
     let script = format!(
         r#"{}
@@ -55,6 +60,14 @@ sed 's/^/a| /' /tmp/a.log; sed 's/^/b| /' /tmp/b.log
     assert!(r.output.contains("a| 3 sent, 3 received"), "{}", r.output);
     assert!(r.output.contains("b| 3 sent, 3 received"), "{}", r.output);
     assert!(r.output.contains("bytes=200"), "{}", r.output);
+    for i in 1..=4 {
+        let line = format!("a| thread{i}: 5 sent, 5 received");
+        assert!(
+            r.output.contains(&line),
+            "concurrent pinger {i}: {}",
+            r.output
+        );
+    }
 }
 
 /// Proves authentication: with a different key on b no link comes up, vmm a logs the failed
