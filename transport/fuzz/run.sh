@@ -11,8 +11,8 @@ if [ "${#targets[@]}" -eq 0 ]; then
     targets=(frame_decoder session_responder)
 fi
 if ! cargo fuzz --version >/dev/null 2>&1; then
-    echo "run.sh: cargo-fuzz missing; install it with: cargo install cargo-fuzz" >&2
-    exit 2
+    echo "[fuzz] installing cargo-fuzz (once)"
+    cargo install --locked cargo-fuzz || { echo "run.sh: cannot install cargo-fuzz" >&2; exit 2; }
 fi
 export RUSTC_BOOTSTRAP=1
 for t in "${targets[@]}"; do
