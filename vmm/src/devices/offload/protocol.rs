@@ -161,20 +161,23 @@ pub fn encode_peer(index: u32, state: PeerState, name: &str) -> Vec<u8> {
     out
 }
 
+/// A request as the guest driver builds it (header, then payload); for tests.
+#[cfg(test)]
+pub(crate) fn encode_request(kind: u32, tag: u64, payload: &[u8]) -> Vec<u8> {
+    let mut b = Vec::with_capacity(REQ_HEADER_LEN + payload.len());
+    b.extend_from_slice(&kind.to_le_bytes());
+    b.extend_from_slice(&0u32.to_le_bytes());
+    b.extend_from_slice(&tag.to_le_bytes());
+    b.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    b.extend_from_slice(&0u32.to_le_bytes());
+    b.extend_from_slice(payload);
+    b
+}
+
 #[cfg(test)]
 mod tests {
+    use super::encode_request as req;
     use super::*;
-
-    fn req(kind: u32, tag: u64, payload: &[u8]) -> Vec<u8> {
-        let mut b = vec![];
-        b.extend_from_slice(&kind.to_le_bytes());
-        b.extend_from_slice(&0u32.to_le_bytes());
-        b.extend_from_slice(&tag.to_le_bytes());
-        b.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-        b.extend_from_slice(&0u32.to_le_bytes());
-        b.extend_from_slice(payload);
-        b
-    }
 
     #[test]
     fn requests_parse() {

@@ -64,16 +64,7 @@ fn rig() -> Rig {
     }
 }
 
-fn request(kind: u32, tag: u64, payload: &[u8]) -> Vec<u8> {
-    let mut b = vec![];
-    b.extend_from_slice(&kind.to_le_bytes());
-    b.extend_from_slice(&0u32.to_le_bytes());
-    b.extend_from_slice(&tag.to_le_bytes());
-    b.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    b.extend_from_slice(&0u32.to_le_bytes());
-    b.extend_from_slice(payload);
-    b
-}
+use super::protocol::encode_request as request;
 
 impl Rig {
     fn buf(&mut self, bytes: &[u8], len: u32) -> u64 {
