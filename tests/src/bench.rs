@@ -1,5 +1,6 @@
 //! What the benchmark commands share: their two options and how they write results.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -47,4 +48,37 @@ pub fn exit(name: &str, result: Result<()>) -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// Counters of one snapshot block: "<source>.<key>" → value.
+pub type Block = BTreeMap<String, f64>;
+
+/// Parses `snapshot N` / `final` blocks of a stats file (lines prefixed with `prefix`).
+pub fn parse_blocks(output: &str, prefix: &str) -> Vec<Block> {
+    let mut blocks: Vec<Block> = Vec::new();
+    for line in output.lines().filter_map(|l| l.strip_prefix(prefix)) {
+        let mut words = line.split_whitespace();
+        let Some(source) = words.next() else { continue };
+        if source == "snapshot" || source == "final" {
+            blocks.push(Block::new());
+            continue;
+        }
+        let Some(block) = blocks.last_mut() else {
+            continue;
+        };
+        if source == "elapsed_ms" {
+            if let Some(v) = words.next().and_then(|v| v.parse().ok()) {
+                block.insert("elapsed_ms".into(), v);
+            }
+            continue;
+        }
+        for w in words {
+            if let Some((k, v)) = w.split_once('=') {
+                if let Ok(v) = v.parse() {
+                    block.insert(format!("{source}.{k}"), v);
+                }
+            }
+        }
+    }
+    blocks
 }

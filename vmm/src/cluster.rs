@@ -8,11 +8,15 @@ use std::collections::HashMap;
 use std::os::fd::RawFd;
 use std::time::Duration;
 
-use transport::{Event, Message, NodeId, RequestError, Transport};
+use std::sync::Arc;
+
+use transport::{Event, Message, NodeId, RequestError, Transport, TransportSender};
 
 use crate::devices::offload::handler::ClusterLink;
 use crate::devices::offload::protocol::{errno, PeerState};
 use crate::devices::offload::{Inbound, Outbound};
+use crate::dsm::wire::APP_KIND_DSM;
+use crate::dsm::{Dsm, PeerSender};
 use crate::ratelimit::RateLimiter;
 
 /// How long a guest-to-guest ping may take before it fails with `ETIMEDOUT`.
@@ -24,6 +28,22 @@ pub struct TransportLink {
     /// Transport request id → device ping id.
     pings: HashMap<u64, u64>,
     refused: RateLimiter,
+    dsm: Option<Arc<Dsm>>,
+}
+
+/// The DSM engine's way out: one-way `App` messages of kind [`APP_KIND_DSM`].
+struct DsmSender(TransportSender);
+
+impl PeerSender for DsmSender {
+    fn send(&self, to: u16, payload: Vec<u8>) {
+        let msg = Message::App {
+            kind: APP_KIND_DSM,
+            payload,
+        };
+        if let Err(e) = self.0.send(NodeId(to), msg) {
+            log::debug!("dsm message to node {to} not sent: {e}");
+        }
+    }
 }
 
 impl TransportLink {
@@ -33,6 +53,7 @@ impl TransportLink {
             transport,
             pings: HashMap::new(),
             refused: RateLimiter::new(module_path!(), Duration::from_secs(5)),
+            dsm: None,
         }
     }
 
@@ -44,10 +65,16 @@ impl TransportLink {
         match event {
             Event::PeerUp { node } => {
                 log::info!("peer {} is up", self.name(node));
+                if let Some(d) = &self.dsm {
+                    d.peer_up(node.0);
+                }
                 Some(peer_state(node, PeerState::Up))
             }
             Event::PeerDown { node, reason } => {
                 log::warn!("peer {} is lost: {reason}", self.name(node));
+                if let Some(d) = &self.dsm {
+                    d.peer_lost(node.0);
+                }
                 Some(peer_state(node, PeerState::Lost))
             }
             Event::ConnectFailed { node, reason } => {
@@ -83,6 +110,15 @@ impl TransportLink {
                     id: ping,
                     result: ping_result(result),
                 })
+            }
+            Event::Message {
+                node,
+                message: Message::App { kind, payload },
+            } if kind == APP_KIND_DSM && self.dsm.is_some() => {
+                if let Some(d) = &self.dsm {
+                    d.receive(node.0, &payload);
+                }
+                None
             }
             Event::Message { node, message } => {
                 log::debug!("peer {}: ignored message {message:?}", self.name(node));
@@ -153,6 +189,11 @@ impl ClusterLink for TransportLink {
 
     fn wake_fd(&self) -> Option<RawFd> {
         Some(self.transport.event_fd())
+    }
+
+    fn attach_dsm(&mut self, dsm: Arc<Dsm>) {
+        dsm.set_sender(Arc::new(DsmSender(self.transport.sender())));
+        self.dsm = Some(dsm);
     }
 
     fn poll(&mut self) -> Vec<Inbound> {

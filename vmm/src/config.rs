@@ -11,6 +11,10 @@ pub const MIN_MEM_BYTES: u64 = 32 << 20;
 pub const MAX_MEM_BYTES: u64 = 1 << 40;
 /// Most vCPUs we configure (MP table APIC ids are 8 bits, one id is taken by the IOAPIC).
 pub const MAX_VCPUS: u8 = 64;
+/// Default size of the coherent window (`--window`).
+pub const DEFAULT_WINDOW_BYTES: u64 = 256 << 20;
+/// Largest window we accept.
+pub const MAX_WINDOW_BYTES: u64 = 64 << 30;
 /// x86 `COMMAND_LINE_SIZE` in Linux 6.1, including the terminating NUL.
 pub const MAX_CMDLINE_LEN: usize = 2048;
 
@@ -42,6 +46,10 @@ pub enum ConfigError {
     BadNodeName(String),
     #[error("extra kernel parameters {0:?} must be printable ASCII without ' --'")]
     BadCmdline(String),
+    #[error("window size {0} bytes must be a multiple of 4 KiB, at most 64 GiB, with at least one page per node")]
+    BadWindow(u64),
+    #[error("{0} bytes of RAM would reach the window at {base:#x}: use less memory", base = crate::boot::layout::WINDOW_BASE)]
+    RamOverlapsWindow(u64),
     #[error("kernel command line is {0} bytes, the guest kernel accepts at most {max}", max = MAX_CMDLINE_LEN - 1)]
     CmdlineTooLong(usize),
 }
@@ -65,6 +73,8 @@ pub struct VmConfig {
     pub nodes: Vec<String>,
     /// This node's index in `nodes`.
     pub node_index: u32,
+    /// Size of the coherent window shared with the other nodes (0: no window).
+    pub window_bytes: u64,
 }
 
 /// Guest-physical base of the offload device's virtio-mmio window.
@@ -101,6 +111,7 @@ impl VmConfig {
         if let Some(bad) = self.nodes.iter().find(|n| !valid_node_name(n)) {
             return Err(ConfigError::BadNodeName(bad.clone()));
         }
+        self.validate_window()?;
         if self.vcpus == 0 || self.vcpus > MAX_VCPUS {
             return Err(ConfigError::VcpusOutOfRange(self.vcpus.into()));
         }
@@ -112,6 +123,24 @@ impl VmConfig {
         let len = self.cmdline()?.len();
         if len >= MAX_CMDLINE_LEN {
             return Err(ConfigError::CmdlineTooLong(len));
+        }
+        Ok(())
+    }
+
+    fn validate_window(&self) -> Result<(), ConfigError> {
+        let w = self.window_bytes;
+        if w == 0 {
+            return Ok(());
+        }
+        let nodes = self.nodes.len().max(1) as u64;
+        if !w.is_multiple_of(4096) || w > MAX_WINDOW_BYTES || w / 4096 < nodes {
+            return Err(ConfigError::BadWindow(w));
+        }
+        let ram_end = crate::boot::memory::ram_ranges(self.mem_bytes)
+            .last()
+            .map_or(0, |(a, len)| a.0 + *len as u64);
+        if ram_end > crate::boot::layout::WINDOW_BASE {
+            return Err(ConfigError::RamOverlapsWindow(self.mem_bytes));
         }
         Ok(())
     }
@@ -256,6 +285,7 @@ mod tests {
             command: vec![],
             nodes: vec!["a".into()],
             node_index: 0,
+            window_bytes: DEFAULT_WINDOW_BYTES,
         }
     }
 

@@ -7,12 +7,14 @@
 //!   protocol (layout, loader, MP table, CPUID, registers).
 //! - [`vstate`]: the KVM VM and its vCPU threads.
 //! - [`devices`]: the port/MMIO bus and the legacy devices (serial console, i8042 reset).
+//! - [`dsm`]: the coherent window shared by the nodes and its page protocol.
 //! - [`vmm`](crate::vmm): assembles the above, runs the VM and reports how it ended.
 
 pub mod boot;
 pub mod cluster;
 pub mod config;
 pub mod devices;
+pub mod dsm;
 pub mod probe;
 pub mod ratelimit;
 pub mod stats;

@@ -57,6 +57,10 @@ struct LaunchArgs {
     /// Guest RAM, e.g. 512M or 2G
     #[arg(long, default_value = "512M")]
     mem: String,
+    /// Size of the coherent memory window shared with the other nodes (same in every node;
+    /// 0 for none), e.g. 256M
+    #[arg(long, default_value = "256M")]
+    window: String,
     /// Number of vCPUs
     #[arg(long, default_value_t = 1)]
     vcpus: u8,
@@ -202,6 +206,7 @@ fn config_from(args: &LaunchArgs, cluster: &ClusterSetup) -> anyhow::Result<VmCo
         command: args.command.clone(),
         nodes: cluster.nodes.clone(),
         node_index: cluster.index,
+        window_bytes: parse_size(&args.window)?,
     };
     config.validate()?;
     Ok(config)
@@ -232,10 +237,11 @@ impl Drop for RawTerminal {
 fn write_stats(path: &Path, outcome: &vmm::VmOutcome) -> anyhow::Result<()> {
     use std::io::Write as _;
     let text = format!(
-        "final\nuser_exits {}\nkvm_exits {}\noffload {}\nelapsed_ms {}\n",
+        "final\nuser_exits {}\nkvm_exits {}\noffload {}\ndsm {}\nelapsed_ms {}\n",
         outcome.exits,
         vmm::vstate::kvm_stats::format_exits(&outcome.kvm_stats),
         outcome.offload,
+        outcome.dsm,
         outcome.elapsed.as_millis()
     );
     std::fs::OpenOptions::new()

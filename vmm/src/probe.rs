@@ -14,6 +14,7 @@ use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::devices::offload::{OffloadDevice, OffloadStats};
+use crate::dsm::{Dsm, DsmStats};
 use crate::stats::{ExitCounters, ExitStats};
 use crate::vstate::kvm_stats::{self, KvmStats};
 
@@ -23,6 +24,7 @@ pub struct StatsProbe {
     pub(crate) counters: Arc<ExitCounters>,
     pub(crate) kvm_files: Vec<File>,
     pub(crate) device: Arc<Mutex<OffloadDevice>>,
+    pub(crate) dsm: Option<Arc<Dsm>>,
 }
 
 /// The numbers at one moment.
@@ -31,6 +33,7 @@ pub struct Snapshot {
     pub exits: ExitStats,
     pub kvm: KvmStats,
     pub offload: OffloadStats,
+    pub dsm: Option<DsmStats>,
     pub elapsed: Duration,
 }
 
@@ -45,6 +48,7 @@ impl StatsProbe {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .stats(),
+            dsm: self.dsm.as_ref().map(|d| d.stats()),
             elapsed: self.start.elapsed(),
         }
     }
@@ -56,6 +60,9 @@ impl fmt::Display for Snapshot {
         writeln!(f, "user_exits {}", self.exits)?;
         writeln!(f, "kvm_exits {}", kvm_stats::format_exits(&self.kvm))?;
         writeln!(f, "offload {}", self.offload)?;
+        if let Some(d) = &self.dsm {
+            writeln!(f, "dsm {d}")?;
+        }
         writeln!(f, "elapsed_ms {}", self.elapsed.as_millis())
     }
 }

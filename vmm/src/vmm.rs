@@ -31,6 +31,7 @@ use crate::devices::serial::{
 };
 use crate::devices::virtio::mmio::{self, MmioTransport};
 use crate::devices::virtio::Interrupt;
+use crate::dsm::{Dsm, DsmStats};
 use crate::probe::{SnapshotWriter, StatsProbe};
 use crate::stats::{ExitCounters, ExitStats};
 use crate::vstate::kvm_stats::KvmStats;
@@ -64,6 +65,8 @@ pub enum VmmError {
     Ioevent(#[source] kvm_ioctls::Error),
     #[error("event loop")]
     EventLoop(#[source] event_manager::Error),
+    #[error("coherent window")]
+    Dsm(#[from] crate::dsm::DsmError),
 }
 
 /// Why the VM ended.
@@ -89,6 +92,8 @@ pub struct VmOutcome {
     pub kvm_stats: KvmStats,
     /// What the offload device did.
     pub offload: OffloadStats,
+    /// What the coherent window's engine did (zero without a window).
+    pub dsm: DsmStats,
     /// Time from the start of `run` to the end of the VM.
     pub elapsed: Duration,
 }
@@ -136,7 +141,7 @@ impl Vmm {
         let vm = Vm::new()?;
         vm.register_memory(&mem)?;
         let cmdline = config.cmdline()?;
-        let e820 = memory::e820_map(config.mem_bytes);
+        let e820 = memory::e820_map(config.mem_bytes, config.window_bytes);
         let images = loader::BootImages {
             kernel: &config.kernel,
             initrd: config.initrd.as_deref(),
@@ -155,8 +160,17 @@ impl Vmm {
         let (pio, serial, drained_evt) = build_devices(&vm, &reset_evt, io.output, &status)?;
         let pio = Arc::new(pio);
         let cluster = io.cluster.unwrap_or_else(|| Box::new(NoCluster));
-        let (mmio, offload) = build_offload(&vm, &mem, config, cluster)?;
+        let (mmio, mut offload) = build_offload(&vm, &mem, config, cluster)?;
         let mmio = Arc::new(mmio);
+        let dsm = build_window(
+            &vm,
+            config,
+            vm_memory::GuestMemoryBackend::num_regions(&mem) as u32,
+        )?;
+        if let Some(d) = &dsm {
+            offload.attach_dsm(d.clone());
+        }
+        let dsm_threads = dsm.as_ref().map(Dsm::start).transpose()?;
 
         let counters = Arc::new(ExitCounters::default());
         let cpuid = vm.supported_cpuid()?;
@@ -179,6 +193,7 @@ impl Vmm {
             counters: counters.clone(),
             kvm_files: vcpus.iter().filter_map(Vcpu::stats_file).collect(),
             device: offload.device(),
+            dsm: dsm.clone(),
         });
         let mut threads = Vec::new();
         for v in vcpus {
@@ -198,6 +213,12 @@ impl Vmm {
             .map(|(evt, path)| SnapshotWriter::new(probe.clone(), evt, path));
         let reason = run_event_loop(input, offload, snapshots, events, &report_rx);
         stop_vcpus(&stop, threads);
+        if let Some(d) = &dsm {
+            d.shutdown();
+        }
+        for t in dsm_threads.into_iter().flatten() {
+            let _ = t.join();
+        }
         let reason = reason?;
         let guest_status = *status.lock().unwrap_or_else(|p| p.into_inner());
         let last = probe.snapshot();
@@ -209,6 +230,7 @@ impl Vmm {
             exits: last.exits,
             kvm_stats: last.kvm,
             offload: last.offload,
+            dsm: last.dsm.unwrap_or_default(),
             elapsed: last.elapsed,
         })
     }
@@ -239,6 +261,25 @@ fn build_devices(
     pio.insert(serial.clone(), COM1_BASE, COM1_LEN)?;
     pio.insert(i8042, I8042_BASE, I8042_LEN)?;
     Ok((pio, serial, drained))
+}
+
+/// Creates the coherent window (if configured): its DSM engine and the KVM memory slot that
+/// maps its backing memory at [`layout::WINDOW_BASE`].
+fn build_window(vm: &Vm, config: &VmConfig, slot: u32) -> Result<Option<Arc<Dsm>>, VmmError> {
+    if config.window_bytes == 0 {
+        return Ok(None);
+    }
+    let nodes = config.nodes.len().max(1) as u16;
+    let dsm = Arc::new(Dsm::new(
+        config.window_bytes,
+        config.node_index as u16,
+        nodes,
+    )?);
+    let (host, len) = dsm.backing();
+    // SAFETY: the backing memory is owned by `dsm`, which `Vmm::run` keeps alive until every
+    // vCPU thread has ended.
+    unsafe { vm.register_slot(slot, layout::WINDOW_BASE, host, len) }?;
+    Ok(Some(dsm))
 }
 
 /// Creates the offload device on the MMIO bus: its virtio-mmio window, the irqfd of its

@@ -8,12 +8,12 @@
 //!
 //! Usage: `bench-ping [--count N] [--out FILE]` (defaults: 200 pings, build/bench/ping.txt).
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use offload_tests::{bench, Harness, RunOpts};
+use offload_tests::bench::{self, parse_blocks, Block};
+use offload_tests::{Harness, RunOpts};
 
 const SIZE: usize = 56;
 
@@ -44,39 +44,6 @@ grep -E 'min/median/max|error' /tmp/a.log | sed 's/^/guest-ping: /'
 sed 's/^/a-stats: /' /tmp/a.stats; sed 's/^/b-stats: /' /tmp/b.stats
 "#
     )
-}
-
-/// Counters of one snapshot block: "<source>.<key>" → value.
-type Block = BTreeMap<String, f64>;
-
-/// Parses `snapshot N` / `final` blocks of a stats file (lines prefixed with `prefix`).
-fn parse_blocks(output: &str, prefix: &str) -> Vec<Block> {
-    let mut blocks: Vec<Block> = Vec::new();
-    for line in output.lines().filter_map(|l| l.strip_prefix(prefix)) {
-        let mut words = line.split_whitespace();
-        let Some(source) = words.next() else { continue };
-        if source == "snapshot" || source == "final" {
-            blocks.push(Block::new());
-            continue;
-        }
-        let Some(block) = blocks.last_mut() else {
-            continue;
-        };
-        if source == "elapsed_ms" {
-            if let Some(v) = words.next().and_then(|v| v.parse().ok()) {
-                block.insert("elapsed_ms".into(), v);
-            }
-            continue;
-        }
-        for w in words {
-            if let Some((k, v)) = w.split_once('=') {
-                if let Ok(v) = v.parse() {
-                    block.insert(format!("{source}.{k}"), v);
-                }
-            }
-        }
-    }
-    blocks
 }
 
 /// Per-ping cost of each counter, from snapshots 1 (idle start), 2 (ping start), 3 (ping end).

@@ -7,6 +7,7 @@
 //! 0x0000_8ff0  initial stack pointer   0x0010_0000  start of high RAM (kernel, initrd)
 //! 0xc000_0000 .. 0x1_0000_0000         MMIO gap: devices, IOAPIC, LAPIC (no RAM)
 //! 0x1_0000_0000 ..                     RAM beyond 3 GiB
+//! 0x10_0000_0000 ..                    the coherent window (reserved in e820, same in every node)
 //! ```
 
 /// GDT location.
@@ -35,6 +36,9 @@ pub const BZIMAGE_LOAD_ADDR: u64 = 0x100_0000;
 pub const MMIO_GAP_START: u64 = 0xc000_0000;
 /// End of the MMIO gap (4 GiB).
 pub const MMIO_GAP_END: u64 = 0x1_0000_0000;
+/// Guest-physical base of the coherent window (DESIGN.md decision 4): at 64 GiB, the same in
+/// every VM whatever its RAM size, and inside the 40 physical address bits of our guests.
+pub const WINDOW_BASE: u64 = 0x10_0000_0000;
 /// IOAPIC base address.
 pub const IOAPIC_ADDR: u32 = 0xfec0_0000;
 /// Local APIC base address.

@@ -245,7 +245,7 @@ mod tests {
     #[test]
     fn corrupt_kernels_give_errors_not_panics() {
         let mem = super::super::memory::create_guest_memory(64 << 20).unwrap();
-        let e820 = super::super::memory::e820_map(64 << 20);
+        let e820 = super::super::memory::e820_map(64 << 20, 0);
         let mut truncated_elf = b"\x7fELF\x02\x01\x01\x00".to_vec();
         truncated_elf.resize(100, 0xff);
         let mut bad_bz = vec![0u8; 0x1000];

@@ -2,7 +2,7 @@
 
 use vm_memory::{GuestAddress, GuestMemoryMmap};
 
-use super::layout::{EBDA_START, HIMEM_START, MMIO_GAP_END, MMIO_GAP_START};
+use super::layout::{EBDA_START, HIMEM_START, MMIO_GAP_END, MMIO_GAP_START, WINDOW_BASE};
 
 /// Errors creating guest memory.
 #[derive(Debug, thiserror::Error)]
@@ -49,8 +49,9 @@ pub fn create_guest_memory(mem_bytes: u64) -> Result<GuestMemoryMmap, MemoryErro
         .map_err(|e| MemoryError::Allocate(mem_bytes, e))
 }
 
-/// The e820 map for `mem_bytes` of RAM: conventional memory, the legacy hole left out, high RAM.
-pub fn e820_map(mem_bytes: u64) -> Vec<E820Entry> {
+/// The e820 map for `mem_bytes` of RAM: conventional memory, the legacy hole left out, high RAM,
+/// and the coherent window of `window_bytes` (reserved: the guest kernel must not use it as RAM).
+pub fn e820_map(mem_bytes: u64, window_bytes: u64) -> Vec<E820Entry> {
     let ram = |addr, end: u64| E820Entry {
         addr,
         size: end - addr,
@@ -62,6 +63,13 @@ pub fn e820_map(mem_bytes: u64) -> Vec<E820Entry> {
     if mem_bytes > MMIO_GAP_START {
         map.push(ram(MMIO_GAP_END, MMIO_GAP_END + mem_bytes - MMIO_GAP_START));
     }
+    if window_bytes > 0 {
+        map.push(E820Entry {
+            addr: WINDOW_BASE,
+            size: window_bytes,
+            kind: E820Kind::Reserved,
+        });
+    }
     map
 }
 
@@ -72,7 +80,7 @@ mod tests {
     #[test]
     fn small_guest_has_one_region_and_skips_legacy_hole() {
         assert_eq!(ram_ranges(256 << 20), vec![(GuestAddress(0), 256 << 20)]);
-        let map = e820_map(256 << 20);
+        let map = e820_map(256 << 20, 0);
         assert_eq!(map.len(), 2);
         assert_eq!(map[0].addr + map[0].size, EBDA_START);
         assert_eq!(map[1].addr, HIMEM_START);
@@ -86,7 +94,7 @@ mod tests {
         assert_eq!(ranges.len(), 2);
         assert_eq!(ranges[1].0, GuestAddress(MMIO_GAP_END));
         assert_eq!(ranges.iter().map(|r| r.1 as u64).sum::<u64>(), mem);
-        let map = e820_map(mem);
+        let map = e820_map(mem, 0);
         assert_eq!(
             map.last().unwrap().addr + map.last().unwrap().size,
             MMIO_GAP_END + mem - MMIO_GAP_START
@@ -94,5 +102,18 @@ mod tests {
         assert!(map
             .iter()
             .all(|e| e.addr + e.size <= MMIO_GAP_START || e.addr >= MMIO_GAP_END));
+    }
+
+    #[test]
+    fn window_is_reserved_above_ram() {
+        let map = e820_map(1 << 30, 256 << 20);
+        let w = map.last().unwrap();
+        assert_eq!(
+            (w.addr, w.size, w.kind),
+            (WINDOW_BASE, 256 << 20, E820Kind::Reserved)
+        );
+        assert!(map[..map.len() - 1]
+            .iter()
+            .all(|e| e.kind == E820Kind::Ram && e.addr + e.size <= WINDOW_BASE));
     }
 }

@@ -93,6 +93,30 @@ impl Vm {
         Ok(())
     }
 
+    /// Registers `len` bytes of host memory at `host` as memory slot `slot` at guest-physical
+    /// `gpa`.
+    ///
+    /// # Safety
+    /// `host..host + len` must stay mapped for as long as the VM can run.
+    pub unsafe fn register_slot(
+        &self,
+        slot: u32,
+        gpa: u64,
+        host: u64,
+        len: u64,
+    ) -> Result<(), VmError> {
+        let region = kvm_userspace_memory_region {
+            slot,
+            guest_phys_addr: gpa,
+            memory_size: len,
+            userspace_addr: host,
+            flags: 0,
+        };
+        // SAFETY: the caller guarantees the mapping outlives the VM's use of it.
+        unsafe { self.fd.set_user_memory_region(region) }
+            .map_err(|source| VmError::MemorySlot { addr: gpa, source })
+    }
+
     /// The CPUID KVM supports on this host, the base of every vCPU's CPUID.
     pub fn supported_cpuid(&self) -> Result<kvm_bindings::CpuId, VmError> {
         self.kvm

@@ -10,6 +10,7 @@ use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::eventfd::EventFd;
 
 use super::{Inbound, OffloadDevice, Outbound};
+use crate::dsm::Dsm;
 
 /// The cluster as the offload device sees it: where outbound messages go and where inbound
 /// ones come from. Implemented over the transport by the cluster module; a single node has
@@ -22,6 +23,8 @@ pub trait ClusterLink: Send {
     fn wake_fd(&self) -> Option<RawFd>;
     /// Everything that arrived since the last call.
     fn poll(&mut self) -> Vec<Inbound>;
+    /// Carries the DSM engine's messages and peer events from now on (no-op without peers).
+    fn attach_dsm(&mut self, _dsm: Arc<Dsm>) {}
 }
 
 /// No cluster: this node is alone (peers are all down).
@@ -48,12 +51,14 @@ impl ClusterLink for NoCluster {
 const TOKEN_REQUESTS: u32 = 0;
 const TOKEN_EVENTS: u32 = 1;
 const TOKEN_CLUSTER: u32 = 2;
+const TOKEN_LOST_PAGES: u32 = 3;
 
 /// The subscriber that drives one offload device.
 pub struct OffloadHandler {
     device: Arc<Mutex<OffloadDevice>>,
     queue_evts: [EventFd; 2],
     cluster: Box<dyn ClusterLink>,
+    dsm: Option<Arc<Dsm>>,
 }
 
 impl OffloadHandler {
@@ -67,7 +72,16 @@ impl OffloadHandler {
             device,
             queue_evts,
             cluster,
+            dsm: None,
         }
+    }
+
+    /// Serves the window from `dsm`: the device's window requests, the DSM's traffic through
+    /// the cluster link, and its lost pages as guest events.
+    pub fn attach_dsm(&mut self, dsm: Arc<Dsm>) {
+        self.lock().set_window(dsm.clone());
+        self.cluster.attach_dsm(dsm.clone());
+        self.dsm = Some(dsm);
     }
 
     /// The device this handler drives.
@@ -105,7 +119,35 @@ impl OffloadHandler {
             }
         }
     }
+
+    fn on_lost_pages(&mut self) {
+        let Some(dsm) = self.dsm.clone() else { return };
+        let lost = dsm.take_lost();
+        if lost.is_empty() {
+            return;
+        }
+        {
+            let mut device = self.lock();
+            for run in lost.chunk_by(|x, y| x.node == y.node) {
+                log::warn!(
+                    "window: {} pages lost with node {} (first at offset {:#x}); the guest kills the processes using them",
+                    run.len(),
+                    run[0].node,
+                    run[0].offset()
+                );
+                let offsets: Vec<u64> = run.iter().map(|p| p.offset()).collect();
+                device.pages_lost(run[0].node, &offsets);
+            }
+        }
+        // Let the guest take the event (and signal the processes) before the vCPUs stuck on
+        // those pages continue.
+        std::thread::sleep(LOST_GRACE);
+        dsm.resolve_lost(&lost);
+    }
 }
+
+/// How long a vCPU stuck on a lost page stays stuck after the guest was told of the loss.
+const LOST_GRACE: std::time::Duration = std::time::Duration::from_millis(50);
 
 impl MutEventSubscriber for OffloadHandler {
     fn process(&mut self, events: Events, _ops: &mut EventOps) {
@@ -116,6 +158,7 @@ impl MutEventSubscriber for OffloadHandler {
                 self.lock().process_event_buffers();
             }
             TOKEN_CLUSTER => self.on_cluster(),
+            TOKEN_LOST_PAGES => self.on_lost_pages(),
             _ => {}
         }
     }
@@ -130,6 +173,9 @@ impl MutEventSubscriber for OffloadHandler {
         add(self.queue_evts[1].as_raw_fd(), TOKEN_EVENTS);
         if let Some(fd) = self.cluster.wake_fd() {
             add(fd, TOKEN_CLUSTER);
+        }
+        if let Some(dsm) = &self.dsm {
+            add(dsm.lost_event_fd(), TOKEN_LOST_PAGES);
         }
     }
 }

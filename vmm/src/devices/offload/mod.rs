@@ -43,6 +43,18 @@ pub struct NodeIdentity {
     pub names: Vec<String>,
 }
 
+/// The coherent window as the device sees it: its geometry and this node's page allocator
+/// (implemented by the DSM engine). Calls return at once; errors are positive errnos.
+pub trait WindowPort: Send + Sync {
+    /// The window's geometry and this node's slice.
+    fn info(&self) -> protocol::WindowInfo;
+    /// Allocates `pages` contiguous zeroed pages of this node's slice; returns the window
+    /// offset of the first.
+    fn alloc(&self, pages: u64) -> Result<u64, i32>;
+    /// Frees a run allocated by `alloc`.
+    fn free(&self, offset: u64, pages: u64) -> Result<(), i32>;
+}
+
 /// Messages the device asks the cluster to send.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outbound {
@@ -127,6 +139,7 @@ pub struct OffloadDevice {
     tokens: VecDeque<(u64, u32, u64)>,
     next_token: u64,
     backlog: VecDeque<Vec<u8>>,
+    window: Option<Arc<dyn WindowPort>>,
     warn: RateLimiter,
 }
 
@@ -163,8 +176,26 @@ impl OffloadDevice {
             tokens: VecDeque::new(),
             next_token: 1,
             backlog: VecDeque::new(),
+            window: None,
             warn: RateLimiter::new(module_path!(), Duration::from_secs(5)),
         }
+    }
+
+    /// Serves the window requests from `window` (without one they fail with `ENODEV`).
+    pub fn set_window(&mut self, window: Arc<dyn WindowPort>) {
+        self.window = Some(window);
+    }
+
+    /// Tells the guest that these window pages (window offsets) are lost for good because
+    /// node `node` was lost; the offsets go out in events of at most 512.
+    pub fn pages_lost(&mut self, node: u32, offsets: &[u64]) {
+        for chunk in offsets.chunks(protocol::MAX_LOST_PER_EVENT) {
+            let body: Vec<u8> = chunk.iter().flat_map(|o| o.to_le_bytes()).collect();
+            let ev = protocol::encode_event(protocol::EVENT_PAGES_LOST, node, 0, &body);
+            // Lost-page events must not be dropped: the backlog may grow past its usual bound.
+            self.backlog.push_back(ev);
+        }
+        self.deliver_events();
     }
 
     /// Handles every request the guest posted. Returns what to send to the cluster and whether
@@ -255,6 +286,10 @@ impl OffloadDevice {
                 self.respond(&chain, tag, 0, &body)
             }
             Request::Ping { node, payload } => self.start_ping(chain, tag, node, payload, out),
+            Request::WindowInfo | Request::Alloc { .. } | Request::Free { .. } => {
+                let (status, body) = self.window_request(&request);
+                self.respond(&chain, tag, status, &body)
+            }
             Request::Pong { token, payload } => {
                 let status = match self.take_token(token) {
                     Some((node, request)) => {
@@ -269,6 +304,23 @@ impl OffloadDevice {
                 };
                 self.respond(&chain, tag, status, &[])
             }
+        }
+    }
+
+    /// Answers a window request: (status, payload).
+    fn window_request(&self, request: &Request) -> (i32, Vec<u8>) {
+        let Some(w) = &self.window else {
+            return (-errno::ENODEV, vec![]);
+        };
+        let result = match *request {
+            Request::WindowInfo => Ok(protocol::encode_window_info(&w.info())),
+            Request::Alloc { pages } => w.alloc(pages).map(|off| off.to_le_bytes().to_vec()),
+            Request::Free { offset, pages } => w.free(offset, pages).map(|()| vec![]),
+            _ => Err(errno::EINVAL),
+        };
+        match result {
+            Ok(body) => (0, body),
+            Err(e) => (-e.abs(), vec![]),
         }
     }
 

@@ -20,13 +20,21 @@ pub const REQ_NODE_INFO: u32 = 1;
 pub const REQ_PEERS: u32 = 2;
 pub const REQ_PING: u32 = 3;
 pub const REQ_PONG: u32 = 4;
+pub const REQ_WINDOW_INFO: u32 = 5;
+pub const REQ_ALLOC: u32 = 6;
+pub const REQ_FREE: u32 = 7;
 
 pub const EVENT_PING_IN: u32 = 1;
 pub const EVENT_PEER_STATE: u32 = 2;
+pub const EVENT_PAGES_LOST: u32 = 3;
+/// Most page offsets in one `PAGES_LOST` event.
+pub const MAX_LOST_PER_EVENT: usize = MAX_PAYLOAD / 8;
 
 /// Linux errno values returned to the guest (negated in the status field).
 pub mod errno {
     pub const ENOENT: i32 = 2;
+    pub const ENOMEM: i32 = 12;
+    pub const ENODEV: i32 = 19;
     pub const EBUSY: i32 = 16;
     pub const EINVAL: i32 = 22;
     pub const EMSGSIZE: i32 = 90;
@@ -51,6 +59,9 @@ pub enum Request {
     Peers,
     Ping { node: u32, payload: Vec<u8> },
     Pong { token: u64, payload: Vec<u8> },
+    WindowInfo,
+    Alloc { pages: u64 },
+    Free { offset: u64, pages: u64 },
 }
 
 /// Why a request was refused (mapped to an errno for the guest).
@@ -106,7 +117,16 @@ pub fn parse_request(bytes: &[u8]) -> (u64, Result<Request, RequestError>) {
             token: u64_at(payload, 0),
             payload: payload[8..].to_vec(),
         }),
-        REQ_NODE_INFO | REQ_PEERS | REQ_PING | REQ_PONG => Err(RequestError::BadPayload(kind)),
+        REQ_WINDOW_INFO if payload.is_empty() => Ok(Request::WindowInfo),
+        REQ_ALLOC if payload.len() == 8 => Ok(Request::Alloc {
+            pages: u64_at(payload, 0),
+        }),
+        REQ_FREE if payload.len() == 16 => Ok(Request::Free {
+            offset: u64_at(payload, 0),
+            pages: u64_at(payload, 8),
+        }),
+        REQ_NODE_INFO | REQ_PEERS | REQ_PING | REQ_PONG | REQ_WINDOW_INFO | REQ_ALLOC
+        | REQ_FREE => Err(RequestError::BadPayload(kind)),
         other => Err(RequestError::UnknownType(other)),
     };
     (tag, req)
@@ -158,6 +178,27 @@ pub fn encode_peer(index: u32, state: PeerState, name: &str) -> Vec<u8> {
     out.extend_from_slice(&(state as u32).to_le_bytes());
     out.extend_from_slice(&name_field(name));
     out.extend_from_slice(&0u64.to_le_bytes());
+    out
+}
+
+/// The window as `WINDOW_INFO` describes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WindowInfo {
+    pub base: u64,
+    pub size: u64,
+    pub slice_offset: u64,
+    pub slice_len: u64,
+    pub node_index: u32,
+}
+
+/// `WINDOW_INFO` response payload (40 bytes).
+pub fn encode_window_info(w: &WindowInfo) -> Vec<u8> {
+    let mut out = Vec::with_capacity(40);
+    for v in [w.base, w.size, w.slice_offset, w.slice_len] {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    out.extend_from_slice(&4096u32.to_le_bytes());
+    out.extend_from_slice(&w.node_index.to_le_bytes());
     out
 }
 
@@ -252,5 +293,42 @@ mod tests {
             32
         );
         assert_eq!(&name_field("abc")[..4], b"abc\0");
+        let w = WindowInfo {
+            base: 1,
+            size: 2,
+            slice_offset: 3,
+            slice_len: 4,
+            node_index: 5,
+        };
+        assert_eq!(encode_window_info(&w).len(), 40);
+    }
+
+    #[test]
+    fn window_requests_parse() {
+        assert_eq!(
+            parse_request(&req(REQ_WINDOW_INFO, 1, &[])).1,
+            Ok(Request::WindowInfo)
+        );
+        assert_eq!(
+            parse_request(&req(REQ_ALLOC, 1, &3u64.to_le_bytes())).1,
+            Ok(Request::Alloc { pages: 3 })
+        );
+        let mut p = 4096u64.to_le_bytes().to_vec();
+        p.extend_from_slice(&2u64.to_le_bytes());
+        assert_eq!(
+            parse_request(&req(REQ_FREE, 1, &p)).1,
+            Ok(Request::Free {
+                offset: 4096,
+                pages: 2
+            })
+        );
+        assert_eq!(
+            parse_request(&req(REQ_ALLOC, 1, &[1, 2])).1,
+            Err(RequestError::BadPayload(REQ_ALLOC))
+        );
+        assert_eq!(
+            parse_request(&req(REQ_FREE, 1, &[0; 8])).1,
+            Err(RequestError::BadPayload(REQ_FREE))
+        );
     }
 }
