@@ -15,6 +15,8 @@ pub const MAX_VCPUS: u8 = 64;
 pub const DEFAULT_WINDOW_BYTES: u64 = 256 << 20;
 /// Largest window we accept.
 pub const MAX_WINDOW_BYTES: u64 = 64 << 30;
+/// Most pages a remote read fault may prefetch.
+pub const MAX_PREFETCH: u64 = 64;
 /// x86 `COMMAND_LINE_SIZE` in Linux 6.1, including the terminating NUL.
 pub const MAX_CMDLINE_LEN: usize = 2048;
 
@@ -48,6 +50,8 @@ pub enum ConfigError {
     BadCmdline(String),
     #[error("window size {0} bytes must be a multiple of 4 KiB, at most 64 GiB, with at least one page per node")]
     BadWindow(u64),
+    #[error("window prefetch {0} is more than {MAX_PREFETCH} pages")]
+    BadPrefetch(u64),
     #[error("{0} bytes of RAM would reach the window at {base:#x}: use less memory", base = crate::boot::layout::WINDOW_BASE)]
     RamOverlapsWindow(u64),
     #[error("kernel command line is {0} bytes, the guest kernel accepts at most {max}", max = MAX_CMDLINE_LEN - 1)]
@@ -75,6 +79,8 @@ pub struct VmConfig {
     pub node_index: u32,
     /// Size of the coherent window shared with the other nodes (0: no window).
     pub window_bytes: u64,
+    /// Pages after a remotely read page that are requested with it (0: no prefetch).
+    pub window_prefetch: u64,
 }
 
 /// Guest-physical base of the offload device's virtio-mmio window.
@@ -129,6 +135,9 @@ impl VmConfig {
 
     fn validate_window(&self) -> Result<(), ConfigError> {
         let w = self.window_bytes;
+        if self.window_prefetch > MAX_PREFETCH {
+            return Err(ConfigError::BadPrefetch(self.window_prefetch));
+        }
         if w == 0 {
             return Ok(());
         }
@@ -286,6 +295,7 @@ mod tests {
             nodes: vec!["a".into()],
             node_index: 0,
             window_bytes: DEFAULT_WINDOW_BYTES,
+            window_prefetch: 0,
         }
     }
 

@@ -61,6 +61,9 @@ struct LaunchArgs {
     /// 0 for none), e.g. 256M
     #[arg(long, default_value = "256M")]
     window: String,
+    /// On a remote read fault in the window, also request this many following pages
+    #[arg(long, default_value_t = 0)]
+    window_prefetch: u64,
     /// Number of vCPUs
     #[arg(long, default_value_t = 1)]
     vcpus: u8,
@@ -207,6 +210,7 @@ fn config_from(args: &LaunchArgs, cluster: &ClusterSetup) -> anyhow::Result<VmCo
         nodes: cluster.nodes.clone(),
         node_index: cluster.index,
         window_bytes: parse_size(&args.window)?,
+        window_prefetch: args.window_prefetch,
     };
     config.validate()?;
     Ok(config)

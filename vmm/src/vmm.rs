@@ -270,11 +270,10 @@ fn build_window(vm: &Vm, config: &VmConfig, slot: u32) -> Result<Option<Arc<Dsm>
         return Ok(None);
     }
     let nodes = config.nodes.len().max(1) as u16;
-    let dsm = Arc::new(Dsm::new(
-        config.window_bytes,
-        config.node_index as u16,
-        nodes,
-    )?);
+    let dsm = Arc::new(
+        Dsm::new(config.window_bytes, config.node_index as u16, nodes)?
+            .with_prefetch(config.window_prefetch),
+    );
     let (host, len) = dsm.backing();
     // SAFETY: the backing memory is owned by `dsm`, which `Vmm::run` keeps alive until every
     // vCPU thread has ended.

@@ -8,6 +8,9 @@
 //!
 //! Per-phase counts come from `vmm` statistics snapshots (SIGUSR1) at b's phase markers.
 //!
+//! Runs twice: without prefetch and with `--window-prefetch 8` (each remote read fault also
+//! requests the next 8 pages), one test-host run each.
+//!
 //! Usage: `bench-dsm [--mib N] [--out FILE]` (defaults: 64 MiB region, build/bench/dsm.txt).
 
 use std::fmt::Write as _;
@@ -24,8 +27,10 @@ const SMALL: &str = "4M";
 const SMALL_PAGES: f64 = 1024.0;
 const MAILBOX: &str = "0x7fff000";
 const FLAG: &str = "0x7ffe000";
+/// The runs: without prefetch, then with 8 pages prefetched per remote read fault.
+const PREFETCH: [u64; 2] = [0, 8];
 
-fn script(mib: u64) -> String {
+fn script(mib: u64, prefetch: u64) -> String {
     let wait = r#"wait_up() { i=0; while ! offload nodes | grep -q "^$1 [0-9]* up\$"; do i=$((i+1)); [ $i -gt 240 ] && return 1; sleep 0.5; done; }"#;
     let ga = format!(
         "{wait}\nwait_up b || exit 9\n\
@@ -49,9 +54,9 @@ fn script(mib: u64) -> String {
         r#"set -u
 printf 'benchmark cluster key, longer than 32 bytes' > /tmp/key; chmod 600 /tmp/key
 P=a=127.0.0.1:7001,b=127.0.0.1:7002
-vmm launch --node a --peers $P --secret /tmp/key --exit-stats /tmp/a.stats -- sh -c '{ga}' > /tmp/a.log 2>&1 &
+vmm launch --node a --peers $P --secret /tmp/key --window-prefetch {prefetch} --exit-stats /tmp/a.stats -- sh -c '{ga}' > /tmp/a.log 2>&1 &
 A=$!
-vmm launch --node b --peers $P --secret /tmp/key --exit-stats /tmp/b.stats -- sh -c '{gb}' > /tmp/b.log 2>&1 &
+vmm launch --node b --peers $P --secret /tmp/key --window-prefetch {prefetch} --exit-stats /tmp/b.stats -- sh -c '{gb}' > /tmp/b.log 2>&1 &
 B=$!
 for phase in read upgrade own sum ping end; do
   i=0; until grep -q "^phase-$phase" /tmp/b.log || [ $i -gt 6000 ]; do sleep 0.1; i=$((i+1)); done
@@ -89,16 +94,13 @@ fn delta(blocks: &[Block], i: usize, key: &str) -> f64 {
     }
 }
 
-fn report(output: &str, mib: u64, host: &str) -> Result<String> {
+fn report(output: &str, mib: u64, prefetch: u64) -> Result<String> {
     if !output.contains("a-status=0") || !output.contains("b-status=0") {
         bail!("a monitor or guest failed:\n{output}");
     }
     let ping = ping_median_ms(output).context("no ping result")?;
     let mut r = String::new();
-    writeln!(
-        r,
-        "# coherent window between two VMs (test host: {host}, loopback)"
-    )?;
+    writeln!(r, "## prefetch {prefetch} (--window-prefetch)")?;
     writeln!(r, "offload ping round trip (median of 50): {ping:.3} ms")?;
     let (a, b) = (
         parse_blocks(output, "a-stats: "),
@@ -159,8 +161,18 @@ fn run() -> Result<()> {
         name: "bench-dsm".into(),
         ..Default::default()
     };
-    let r = h.run(&script(mib), &opts)?;
-    let text = report(&r.output, mib, &r.host.to_string())?;
+    let mut text = String::new();
+    for prefetch in PREFETCH {
+        let r = h.run(&script(mib, prefetch), &opts)?;
+        if text.is_empty() {
+            writeln!(
+                text,
+                "# coherent window between two VMs (test host: {}, both monitors on loopback)",
+                r.host
+            )?;
+        }
+        text.push_str(&report(&r.output, mib, prefetch)?);
+    }
     bench::write_results(&out, &text, "bench-dsm")
 }
 

@@ -20,7 +20,7 @@ use vmm_sys_util::eventfd::EventFd;
 use super::alloc::{AllocError, Allocator};
 use super::backing::WindowMemory;
 use super::protocol::{
-    Action, DataSrc, Geometry, InstallSrc, Msg, NodeIdx, PageNo, PageState, Protocol, Want,
+    Action, DataSrc, Geometry, InstallSrc, Local, Msg, NodeIdx, PageNo, PageState, Protocol, Want,
     PAGE_SIZE,
 };
 use super::uffd::{self, Fault, Uffd, UffdError};
@@ -75,6 +75,8 @@ pub struct DsmStats {
     pub drops: u64,
     pub lost_pages: u64,
     pub bad_messages: u64,
+    /// Read requests sent ahead for neighbours of a faulting page (`--window-prefetch`).
+    pub prefetched: u64,
 }
 
 impl std::fmt::Display for DsmStats {
@@ -82,7 +84,8 @@ impl std::fmt::Display for DsmStats {
         write!(
             f,
             "read_faults={} write_faults={} msgs_sent={} msgs_received={} bytes_sent={} \
-             bytes_received={} pages_in={} pages_out={} drops={} lost_pages={} bad_messages={}",
+             bytes_received={} pages_in={} pages_out={} drops={} lost_pages={} bad_messages={} \
+             prefetched={}",
             self.read_faults,
             self.write_faults,
             self.msgs_sent,
@@ -93,13 +96,14 @@ impl std::fmt::Display for DsmStats {
             self.pages_out,
             self.drops,
             self.lost_pages,
-            self.bad_messages
+            self.bad_messages,
+            self.prefetched
         )
     }
 }
 
 #[derive(Default)]
-struct Counters([AtomicU64; 11]);
+struct Counters([AtomicU64; 12]);
 
 impl Counters {
     fn add(&self, i: usize, n: u64) {
@@ -121,6 +125,7 @@ const C_OUT: usize = 7;
 const C_DROP: usize = 8;
 const C_LOST: usize = 9;
 const C_BAD: usize = 10;
+const C_PREFETCH: usize = 11;
 
 /// The DSM engine of one node.
 pub struct Dsm {
@@ -141,6 +146,8 @@ pub struct Dsm {
     stop_evt: EventFd,
     counters: Counters,
     warn: Mutex<RateLimiter>,
+    /// How many following pages (same manager) a remote read fault also requests.
+    prefetch: u64,
 }
 
 impl Dsm {
@@ -171,8 +178,16 @@ impl Dsm {
             stop_evt: evt()?,
             counters: Counters::default(),
             warn: Mutex::new(RateLimiter::new(module_path!(), Duration::from_secs(5))),
+            prefetch: 0,
             mem,
         })
+    }
+
+    /// Makes every remote read fault also request the next `pages` pages that have the same
+    /// manager and no copy here yet (0: off). Set before the engine starts.
+    pub fn with_prefetch(mut self, pages: u64) -> Self {
+        self.prefetch = pages;
+        self
     }
 
     /// Host address and length of the backing memory (for the KVM memory slot).
@@ -251,6 +266,7 @@ impl Dsm {
             drops: c(C_DROP),
             lost_pages: c(C_LOST),
             bad_messages: c(C_BAD),
+            prefetched: c(C_PREFETCH),
         }
     }
 
@@ -309,7 +325,35 @@ impl Dsm {
         let mut shard = self.shard(page);
         let st = &mut shard[page as usize / SHARDS];
         let actions = self.protocol.fault(st, page, want, self.lost_mask());
+        let remote = actions
+            .iter()
+            .any(|a| matches!(a, Action::Send { msg: Msg::Req { .. }, .. }));
         self.run(page, st, actions, None);
+        drop(shard);
+        if remote && want == Want::Read && self.prefetch > 0 {
+            self.prefetch_after(page);
+        }
+    }
+
+    /// Requests read copies of the pages after `page` managed by the same node, as if they had
+    /// faulted: their answers are installed without anyone waiting, and later reads hit.
+    fn prefetch_after(&self, page: PageNo) {
+        let g = self.protocol.geometry();
+        let manager = g.manager(page);
+        let end = page.saturating_add(self.prefetch).min(g.pages() - 1);
+        for next in page + 1..=end {
+            if g.manager(next) != manager {
+                break;
+            }
+            let mut shard = self.shard(next);
+            let st = &mut shard[next as usize / SHARDS];
+            if st.local() != Local::None || st.pending().is_some() {
+                continue;
+            }
+            self.counters.add(C_PREFETCH, 1);
+            let actions = self.protocol.fault(st, next, Want::Read, self.lost_mask());
+            self.run(next, st, actions, None);
+        }
     }
 
     /// A DSM payload from peer `from`.
