@@ -64,6 +64,7 @@ echo "a-status=$?"
 wait $!; echo "b-status=$?"
 sed 's/^/a| /' /tmp/a.log; sed 's/^/b| /' /tmp/b.log
 grep '^dsm' /tmp/a.stats | sed 's/^/a-stats| /'; grep '^dsm' /tmp/b.stats | sed 's/^/b-stats| /'
+dmesg | tail -15 | sed 's/^/host-dmesg| /'
 "#
     );
     let r = h

@@ -7,13 +7,13 @@
 //! thread ever waits for the network: a fault sends a request and returns, the answer's
 //! `UFFDIO_COPY` or write-protect change wakes the faulting vCPU.
 
-use std::collections::VecDeque;
+use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use vmm_sys_util::eventfd::EventFd;
 
@@ -144,6 +144,8 @@ pub struct Dsm {
     unresolved: Mutex<std::collections::HashSet<PageNo>>,
     lost_evt: EventFd,
     stop_evt: EventFd,
+    /// Messages waiting for a peer's link to come up.
+    held: Mutex<HashMap<NodeIdx, Held>>,
     counters: Counters,
     warn: Mutex<RateLimiter>,
     /// How many following pages (same manager) a remote read fault also requests.
@@ -176,6 +178,7 @@ impl Dsm {
             unresolved: Mutex::new(std::collections::HashSet::new()),
             lost_evt: evt()?,
             stop_evt: evt()?,
+            held: Mutex::new(HashMap::new()),
             counters: Counters::default(),
             warn: Mutex::new(RateLimiter::new(module_path!(), Duration::from_secs(5))),
             prefetch: 0,
@@ -207,7 +210,7 @@ impl Dsm {
                 let me = self.clone();
                 std::thread::Builder::new()
                     .name(format!("dsm-fault-{i}"))
-                    .spawn(move || me.fault_loop())
+                    .spawn(move || me.fault_loop(i == 0))
                     .map_err(DsmError::Thread)
             })
             .collect()
@@ -278,7 +281,8 @@ impl Dsm {
         self.lost.load(Ordering::Acquire)
     }
 
-    fn fault_loop(&self) {
+    /// Reads and handles faults until shutdown; the `ticker` also checks held messages.
+    fn fault_loop(&self, ticker: bool) {
         let mut faults = Vec::new();
         loop {
             let mut fds = [
@@ -294,7 +298,7 @@ impl Dsm {
                 },
             ];
             // SAFETY: `fds` is a valid array of two pollfd structs for the duration of the call.
-            let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
+            let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, if ticker { TICK_MS } else { -1 }) };
             if n < 0 {
                 if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
                     continue;
@@ -304,6 +308,9 @@ impl Dsm {
             }
             if fds[1].revents != 0 {
                 return;
+            }
+            if ticker {
+                self.tick();
             }
             if let Err(e) = self.uffd.read_faults(&mut faults) {
                 log::error!("dsm: cannot read faults: {e}");
@@ -325,10 +332,16 @@ impl Dsm {
         let mut shard = self.shard(page);
         let st = &mut shard[page as usize / SHARDS];
         let actions = self.protocol.fault(st, page, want, self.lost_mask());
-        let remote = actions
-            .iter()
-            .any(|a| matches!(a, Action::Send { msg: Msg::Req { .. }, .. }));
-        self.run(page, st, actions, None);
+        let remote = actions.iter().any(|a| {
+            matches!(
+                a,
+                Action::Send {
+                    msg: Msg::Req { .. },
+                    ..
+                }
+            )
+        });
+        self.run(page, actions, None);
         drop(shard);
         if remote && want == Want::Read && self.prefetch > 0 {
             self.prefetch_after(page);
@@ -352,7 +365,7 @@ impl Dsm {
             }
             self.counters.add(C_PREFETCH, 1);
             let actions = self.protocol.fault(st, next, Want::Read, self.lost_mask());
-            self.run(next, st, actions, None);
+            self.run(next, actions, None);
         }
     }
 
@@ -373,7 +386,7 @@ impl Dsm {
         let mut shard = self.shard(page);
         let st = &mut shard[page as usize / SHARDS];
         match self.protocol.receive(st, page, from, msg, self.lost_mask()) {
-            Ok(actions) => self.run(page, st, actions, data),
+            Ok(actions) => self.run(page, actions, data),
             Err(e) => {
                 drop(shard);
                 self.bad(from, format_args!("{e}"));
@@ -382,15 +395,27 @@ impl Dsm {
     }
 
     fn bad(&self, from: NodeIdx, what: std::fmt::Arguments<'_>) {
+        if self.lost_mask() & bit(from) != 0 {
+            // Late messages of a lost node are expected; the protocol ignores them.
+            log::debug!("dsm: late message from lost node {from}: {what}");
+            return;
+        }
         self.counters.add(C_BAD, 1);
         lock(&self.warn).warn(format_args!("dsm: bad message from node {from}: {what}"));
     }
 
     /// The link to `node` is up.
     pub fn peer_up(&self, node: NodeIdx) {
-        self.up.fetch_or(bit(node), Ordering::AcqRel);
-        // A node that comes back is a new start: pages lost with it stay lost.
+        // A node that comes back is a new start: pages lost with it stay lost (both sides
+        // declared each other lost when the old link broke).
         self.lost.fetch_and(!bit(node), Ordering::AcqRel);
+        let mut held = lock(&self.held);
+        self.up.fetch_or(bit(node), Ordering::AcqRel);
+        if let Some(h) = held.remove(&node) {
+            for payload in h.msgs {
+                self.transmit(node, payload);
+            }
+        }
     }
 
     /// The link to `node` was lost: everything waiting on it ends now.
@@ -398,34 +423,30 @@ impl Dsm {
         if node >= self.protocol.geometry().nodes() || node == self.protocol.me() {
             return;
         }
-        self.up.fetch_and(!bit(node), Ordering::AcqRel);
-        self.lost.fetch_or(bit(node), Ordering::AcqRel);
+        {
+            let mut held = lock(&self.held);
+            self.up.fetch_and(!bit(node), Ordering::AcqRel);
+            self.lost.fetch_or(bit(node), Ordering::AcqRel);
+            held.remove(&node);
+        }
         for page in 0..self.protocol.geometry().pages() {
             let mut shard = self.shard(page);
             let st = &mut shard[page as usize / SHARDS];
             let actions = self.protocol.peer_lost(st, page, node);
-            self.run(page, st, actions, None);
+            self.run(page, actions, None);
         }
-        if let Ok(n) = u32::try_from(self.stats().lost_pages) {
-            log::debug!("dsm: after losing node {node}, {n} pages lost in all");
-        }
+        log::debug!(
+            "dsm: after losing node {node}, {} pages lost in all",
+            self.stats().lost_pages
+        );
     }
 
     /// Executes a page's actions in order, with the page's lock held by the caller. `data` is
     /// the contents carried by the message being handled.
-    fn run(&self, page: PageNo, st: &mut PageState, actions: Vec<Action>, data: Option<&[u8]>) {
-        let mut queue: VecDeque<Action> = actions.into();
-        while let Some(a) = queue.pop_front() {
-            if let Err(e) = self.execute(page, a, data) {
-                match e {
-                    Exec::Unreachable(to) => {
-                        // The peer is not connected: for this page it is as good as lost.
-                        queue.extend(self.protocol.peer_lost(st, page, to));
-                    }
-                    Exec::Failed(e) => {
-                        log::error!("dsm: page {page}: {e}");
-                    }
-                }
+    fn run(&self, page: PageNo, actions: Vec<Action>, data: Option<&[u8]>) {
+        for a in actions {
+            if let Err(Exec::Failed(e)) = self.execute(page, a, data) {
+                log::error!("dsm: page {page}: {e}");
             }
         }
     }
@@ -512,9 +533,6 @@ impl Dsm {
     }
 
     fn send(&self, page: PageNo, to: NodeIdx, msg: Msg, src: Option<DataSrc>) -> Result<(), Exec> {
-        if self.up.load(Ordering::Acquire) & bit(to) == 0 {
-            return Err(Exec::Unreachable(to));
-        }
         let mut buf = [0u8; PAGE_SIZE];
         let data = match src {
             None => None,
@@ -530,18 +548,52 @@ impl Dsm {
             self.counters.add(C_OUT, 1);
         }
         let payload = wire::encode(page, &msg, data).map_err(|e| Exec::Failed(e.to_string()))?;
+        self.post(to, payload);
+        Ok(())
+    }
+
+    /// Sends a payload now if `to` is up; drops it if `to` is lost (the protocol was told);
+    /// otherwise holds it until the link comes up or [`HOLD_TIMEOUT`] declares `to` lost.
+    fn post(&self, to: NodeIdx, payload: Vec<u8>) {
+        let mut held = lock(&self.held);
+        if self.up.load(Ordering::Acquire) & bit(to) != 0 {
+            self.transmit(to, payload);
+        } else if self.lost_mask() & bit(to) == 0 {
+            let h = held.entry(to).or_insert_with(|| Held {
+                since: Instant::now(),
+                msgs: Vec::new(),
+            });
+            h.msgs.push(payload);
+        }
+    }
+
+    fn transmit(&self, to: NodeIdx, payload: Vec<u8>) {
         let sender = self
             .sender
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
-        let Some(sender) = sender else {
-            return Err(Exec::Unreachable(to));
-        };
-        self.counters.add(C_SENT, 1);
-        self.counters.add(C_BSENT, payload.len() as u64);
-        sender.send(to, payload);
-        Ok(())
+        if let Some(sender) = sender {
+            self.counters.add(C_SENT, 1);
+            self.counters.add(C_BSENT, payload.len() as u64);
+            sender.send(to, payload);
+        }
+    }
+
+    /// Declares lost every peer whose held messages waited longer than [`HOLD_TIMEOUT`].
+    fn tick(&self) {
+        let expired: Vec<NodeIdx> = lock(&self.held)
+            .iter()
+            .filter(|(_, h)| h.since.elapsed() > HOLD_TIMEOUT)
+            .map(|(n, _)| *n)
+            .collect();
+        for node in expired {
+            log::warn!(
+                "dsm: node {node} did not come up within {}s: its window pages are lost here",
+                HOLD_TIMEOUT.as_secs()
+            );
+            self.peer_lost(node);
+        }
     }
 
     fn reset_pages(&self, pages: std::ops::Range<PageNo>) {
@@ -549,7 +601,7 @@ impl Dsm {
             let mut shard = self.shard(page);
             let st = &mut shard[page as usize / SHARDS];
             match self.protocol.reset(st, page, self.lost_mask()) {
-                Ok(actions) => self.run(page, st, actions, None),
+                Ok(actions) => self.run(page, actions, None),
                 Err(e) => log::error!("dsm: cannot reset page {page}: {e}"),
             }
         }
@@ -575,10 +627,19 @@ impl LostPage {
 
 /// How one action failed.
 enum Exec {
-    /// The message's destination is not connected.
-    Unreachable(NodeIdx),
     Failed(String),
 }
+
+/// Messages for a peer whose link is not up yet.
+struct Held {
+    since: Instant,
+    msgs: Vec<Vec<u8>>,
+}
+
+/// How long messages wait for a peer that is not connected before the peer is declared lost.
+pub const HOLD_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often a fault thread checks held messages.
+const TICK_MS: i32 = 500;
 
 fn failed(e: UffdError) -> Exec {
     Exec::Failed(format!(

@@ -161,10 +161,12 @@ pub enum Msg {
     InvAck,
     /// Manager → requester: the page is lost.
     Refuse,
-    /// Requester → manager, sent by a node that still waits on a request when it declares
-    /// `lost` gone: "no data from `lost` will ever reach me". Lets the manager fetch again
-    /// from another copy without ever causing a second `Data` (docs/dsm.md, "Retry").
-    Retry { lost: NodeIdx },
+    /// `lost` is gone for the sender. Requester → manager (when it declares `lost` lost while
+    /// waiting on a request, or as the answer to the manager's `Gone`): no data from `lost`
+    /// will ever reach it, so the manager may fetch again from another copy without ever
+    /// causing a second `Data`. Manager → requester: a fetch for your request went to `lost`;
+    /// answer with `Gone` once you have declared it lost too (docs/dsm.md, "Orphaned fetches").
+    Gone { lost: NodeIdx },
 }
 
 impl Msg {
@@ -179,7 +181,7 @@ impl Msg {
             Msg::Inval => "inval",
             Msg::InvAck => "inv_ack",
             Msg::Refuse => "refuse",
-            Msg::Retry { .. } => "retry",
+            Msg::Gone { .. } => "gone",
         }
     }
 }
@@ -237,6 +239,15 @@ struct NodeSide {
     pending: Option<Want>,
 }
 
+impl NodeSide {
+    /// A request is pending and no copy is here: the answer must bring data. (A node that
+    /// holds a copy got the data of any earlier fetch, and its pending request is an upgrade
+    /// that will be granted without data.)
+    fn waits_for_data(&self) -> bool {
+        self.pending.is_some() && self.local == Local::None
+    }
+}
+
 /// One page's protocol state on one node.
 #[derive(Debug, Clone)]
 pub struct PageState {
@@ -271,7 +282,11 @@ impl PageState {
 
     /// No request pending, and (at the manager) no transaction and no queued request.
     pub fn is_idle(&self) -> bool {
-        self.node.pending.is_none() && self.mgr.as_ref().map_or(true, |m| m.is_idle())
+        let manager_idle = match &self.mgr {
+            Some(m) => m.is_idle(),
+            None => true,
+        };
+        self.node.pending.is_none() && manager_idle
     }
 
     /// The manager's directory, on the page's manager only.
@@ -285,6 +300,17 @@ impl PageState {
 struct Ctx {
     out: Vec<Action>,
     work: VecDeque<Msg>,
+    /// The peers this node knows lost (as the engine passed them).
+    lost_peers: u64,
+}
+
+impl Ctx {
+    fn new(lost_peers: u64) -> Self {
+        Self {
+            lost_peers,
+            ..Self::default()
+        }
+    }
 }
 
 #[cfg(test)]
@@ -399,7 +425,7 @@ impl Protocol {
         if node.pending.is_some() {
             return Vec::new();
         }
-        let mut cx = Ctx::default();
+        let mut cx = Ctx::new(lost_peers);
         let manager = self.geometry.manager(page);
         if manager != self.me && lost_peers & bit(manager) != 0 {
             become_lost(node, &mut cx);
@@ -434,7 +460,7 @@ impl Protocol {
             let msg = msg.name();
             return Err(ProtocolError::FromLost { msg, from });
         }
-        let mut cx = Ctx::default();
+        let mut cx = Ctx::new(lost_peers);
         self.handle(st, page, from, msg, &mut cx)?;
         self.run(st, page, &mut cx);
         Ok(cx.out)
@@ -445,7 +471,7 @@ impl Protocol {
         if lost >= self.geometry.nodes() || lost == self.me {
             return Vec::new();
         }
-        let mut cx = Ctx::default();
+        let mut cx = Ctx::new(bit(lost));
         let manager = self.geometry.manager(page);
         if manager == self.me {
             if let Some(m) = st.mgr.as_deref_mut() {
@@ -455,8 +481,8 @@ impl Protocol {
             if st.node.pending.is_some() || matches!(st.node.local, Local::Read | Local::Write) {
                 become_lost(&mut st.node, &mut cx);
             }
-        } else if st.node.pending.is_some() {
-            self.send(&mut cx, manager, Msg::Retry { lost }, None);
+        } else if st.node.waits_for_data() {
+            self.send(&mut cx, manager, Msg::Gone { lost }, None);
         }
         self.run(st, page, &mut cx);
         cx.out
@@ -468,7 +494,7 @@ impl Protocol {
         &self,
         st: &mut PageState,
         page: PageNo,
-        _lost_peers: u64,
+        lost_peers: u64,
     ) -> Result<Vec<Action>, ProtocolError> {
         if page >= self.geometry.pages() {
             return Err(ProtocolError::Page(page));
@@ -479,7 +505,7 @@ impl Protocol {
         ) else {
             return Err(ProtocolError::ResetNotManager(page));
         };
-        let mut cx = Ctx::default();
+        let mut cx = Ctx::new(lost_peers);
         self.enqueue_reset(&mut st.node, m, &mut cx);
         self.run(st, page, &mut cx);
         Ok(cx.out)
@@ -515,13 +541,14 @@ impl Protocol {
         msg: Msg,
         cx: &mut Ctx,
     ) -> Result<(), ProtocolError> {
+        let manager = self.geometry.manager(page);
         match msg {
-            Msg::Req { .. } | Msg::Done { .. } | Msg::InvAck | Msg::Retry { .. } => {
+            Msg::Req { .. } | Msg::Done { .. } | Msg::InvAck => {
                 self.handle_manager(st, page, from, msg, cx)
             }
+            Msg::Gone { .. } if manager == self.me => self.handle_manager(st, page, from, msg, cx),
             Msg::Data { want } => self.on_data(&mut st.node, page, from, want, cx),
             _ => {
-                let manager = self.geometry.manager(page);
                 if from != manager {
                     let msg = msg.name();
                     return Err(ProtocolError::NotFromManager { msg, from, manager });
@@ -533,6 +560,7 @@ impl Protocol {
                     }
                     Msg::Grant { want } => self.on_grant(node, page, want, cx),
                     Msg::Inval => self.on_inval(node, page, cx),
+                    Msg::Gone { lost } => self.on_gone_asked(node, manager, lost, cx),
                     _ => self.on_refuse(node, cx),
                 }
             }
@@ -647,6 +675,25 @@ impl Protocol {
         cx.out.push(Action::Drop);
         node.local = Local::None;
         self.send(cx, manager, Msg::InvAck, None);
+        Ok(())
+    }
+
+    /// The manager's fetch for this node's request went to `lost`: confirm once this node has
+    /// declared `lost` lost (if it has not, its `peer_lost` will; if nothing is pending, the
+    /// data arrived and the `Done` is on its way).
+    fn on_gone_asked(
+        &self,
+        node: &mut NodeSide,
+        manager: NodeIdx,
+        lost: NodeIdx,
+        cx: &mut Ctx,
+    ) -> Result<(), ProtocolError> {
+        if lost >= self.geometry.nodes() || lost == self.me || lost == manager {
+            return Err(unexpected(&Msg::Gone { lost }, manager, node));
+        }
+        if node.waits_for_data() && cx.lost_peers & bit(lost) != 0 {
+            self.send(cx, manager, Msg::Gone { lost }, None);
+        }
         Ok(())
     }
 

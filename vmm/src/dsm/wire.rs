@@ -7,10 +7,10 @@
 //! | offset | size | field |
 //! |---|---|---|
 //! | 0 | 1 | version (1) |
-//! | 1 | 1 | message type (1 Req, 2 Fetch, 3 Data, 4 Grant, 5 Done, 6 Inval, 7 InvAck, 8 Refuse, 9 Retry) |
+//! | 1 | 1 | message type (1 Req, 2 Fetch, 3 Data, 4 Grant, 5 Done, 6 Inval, 7 InvAck, 8 Refuse, 9 Gone) |
 //! | 2 | 1 | want (0 read, 1 write; 0 for messages without one) |
 //! | 3 | 1 | flags: bit 0 = page data follows (set exactly on Data) |
-//! | 4 | 2 | node: the requester of a Fetch, the lost node of a Retry, else 0 |
+//! | 4 | 2 | node: the requester of a Fetch, the lost node of a Gone, else 0 |
 //! | 6 | 2 | reserved (0) |
 //! | 8 | 8 | page number |
 //!
@@ -37,7 +37,7 @@ const T_DONE: u8 = 5;
 const T_INVAL: u8 = 6;
 const T_INV_ACK: u8 = 7;
 const T_REFUSE: u8 = 8;
-const T_RETRY: u8 = 9;
+const T_GONE: u8 = 9;
 
 /// Why a payload is not a valid DSM message (or a message cannot be encoded).
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -89,7 +89,7 @@ fn fields(msg: &Msg) -> (u8, u8, u16) {
         Msg::Inval => (T_INVAL, 0, 0),
         Msg::InvAck => (T_INV_ACK, 0, 0),
         Msg::Refuse => (T_REFUSE, 0, 0),
-        Msg::Retry { lost } => (T_RETRY, 0, lost),
+        Msg::Gone { lost } => (T_GONE, 0, lost),
     }
 }
 
@@ -167,11 +167,11 @@ fn message(ty: u8, want: u8, node: u16) -> Result<Msg, WireError> {
         T_INVAL => Msg::Inval,
         T_INV_ACK => Msg::InvAck,
         T_REFUSE => Msg::Refuse,
-        T_RETRY => Msg::Retry { lost: node },
+        T_GONE => Msg::Gone { lost: node },
         _ => return Err(WireError::Type(ty)),
     };
     let name = msg.name();
-    if node != 0 && !matches!(msg, Msg::Fetch { .. } | Msg::Retry { .. }) {
+    if node != 0 && !matches!(msg, Msg::Fetch { .. } | Msg::Gone { .. }) {
         return Err(WireError::Node { msg: name, node });
     }
     let w = match want {
@@ -195,12 +195,7 @@ mod tests {
     use super::*;
 
     fn all_messages() -> Vec<Msg> {
-        let mut v = vec![
-            Msg::Inval,
-            Msg::InvAck,
-            Msg::Refuse,
-            Msg::Retry { lost: 63 },
-        ];
+        let mut v = vec![Msg::Inval, Msg::InvAck, Msg::Refuse, Msg::Gone { lost: 63 }];
         for want in [Want::Read, Want::Write] {
             v.extend([
                 Msg::Req { want },

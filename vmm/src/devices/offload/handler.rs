@@ -129,11 +129,17 @@ impl OffloadHandler {
         {
             let mut device = self.lock();
             for run in lost.chunk_by(|x, y| x.node == y.node) {
+                let shown: Vec<String> = run
+                    .iter()
+                    .take(8)
+                    .map(|p| format!("{:#x}", p.offset()))
+                    .collect();
                 log::warn!(
-                    "window: {} pages lost with node {} (first at offset {:#x}); the guest kills the processes using them",
+                    "window: {} pages lost with node {} (offsets {}{}); the guest kills the processes using them",
                     run.len(),
                     run[0].node,
-                    run[0].offset()
+                    shown.join(" "),
+                    if run.len() > 8 { " ..." } else { "" }
                 );
                 let offsets: Vec<u64> = run.iter().map(|p| p.offset()).collect();
                 device.pages_lost(run[0].node, &offsets);

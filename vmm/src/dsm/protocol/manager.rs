@@ -25,7 +25,7 @@ enum Stage {
     /// `Fetch` sent to `from`; the requester's `Done` is due.
     Fetch { from: NodeIdx },
     /// `Fetch` had been sent to `from`, which is lost: whether its data reached the requester
-    /// is unknown until the requester's `Done` (it did) or `Retry { lost: from }` (it never will).
+    /// is unknown until the requester's `Done` (it did) or `Gone { lost: from }` (it never will).
     Orphan { from: NodeIdx },
     /// `Grant` sent; the requester's `Done` is due.
     Grant,
@@ -58,10 +58,6 @@ pub(super) struct Manager {
     lost: bool,
     txn: Option<Txn>,
     queue: VecDeque<Entry>,
-    /// Peers `peer_lost` has already been called for, for this page.
-    gone: u64,
-    /// `Retry` reports that arrived before this page's `peer_lost(lost)`: (lost, requesters).
-    reports: Vec<(NodeIdx, u64)>,
 }
 
 impl Manager {
@@ -73,8 +69,6 @@ impl Manager {
             lost: false,
             txn: None,
             queue: VecDeque::new(),
-            gone: 0,
-            reports: Vec::new(),
         }
     }
 
@@ -121,7 +115,7 @@ impl Protocol {
             Msg::Req { want } => self.on_req(node, m, from, want, cx)?,
             Msg::Done { want } => self.on_done(node, m, from, want)?,
             Msg::InvAck => self.on_inv_ack(node, m, from, cx)?,
-            Msg::Retry { lost } => self.on_retry(node, m, from, lost, cx)?,
+            Msg::Gone { lost } => self.on_gone(node, m, from, lost, cx)?,
             _ => return Err(unexpected(&msg, from, node)),
         }
         self.pump(node, m, cx);
@@ -152,12 +146,10 @@ impl Protocol {
             self.refuse(node, cx, from);
             return Ok(());
         }
-        // A node has one request at a time; the only overlap is an upgrade overtaking the
-        // `Done` of its read.
-        let queued = m.queue.iter().any(|e| e.node == from && e.op != Op::Reset);
-        let current = m.txn.filter(|t| t.requester == from && t.op != Op::Reset);
-        let overlap = current.is_some_and(|t| !(t.op == Op::Read && want == Want::Write));
-        if queued || overlap {
+        // A node has one request at a time. Its new request may overtake the `Done` of its
+        // previous one (an upgrade after a read; or any request after a late `Fetch` of an
+        // aborted transaction write-protected its copy): it waits in the queue like any other.
+        if m.queue.iter().any(|e| e.node == from && e.op != Op::Reset) {
             return Err(unexpected(&Msg::Req { want }, from, node));
         }
         m.queue.push_back(Entry {
@@ -225,8 +217,9 @@ impl Protocol {
         Ok(())
     }
 
-    /// `from` declared `lost` gone while waiting on its request.
-    fn on_retry(
+    /// `from`, waiting on its request, has declared `lost` gone: no data from `lost` can reach
+    /// it any more, so a fetch orphaned by `lost` can be sent again without a risk of two.
+    fn on_gone(
         &self,
         node: &mut NodeSide,
         m: &mut Manager,
@@ -235,23 +228,12 @@ impl Protocol {
         cx: &mut Ctx,
     ) -> Result<(), ProtocolError> {
         if lost >= self.geometry.nodes() || lost == from || lost == self.me {
-            return Err(unexpected(&Msg::Retry { lost }, from, node));
-        }
-        if m.lost {
-            // Its request was or will be refused anyway.
-            return Ok(());
-        }
-        if m.gone & bit(lost) == 0 {
-            // Keep the fact for when this page hears of the loss.
-            match m.reports.iter_mut().find(|(n, _)| *n == lost) {
-                Some((_, set)) => *set |= bit(from),
-                None => m.reports.push((lost, bit(from))),
-            }
-            return Ok(());
+            return Err(unexpected(&Msg::Gone { lost }, from, node));
         }
         let orphan = Stage::Orphan { from: lost };
-        if m.txn
-            .is_some_and(|t| t.requester == from && t.stage == orphan)
+        if !m.lost
+            && m.txn
+                .is_some_and(|t| t.requester == from && t.stage == orphan)
         {
             self.dispatch(node, m, cx);
         }
@@ -323,7 +305,9 @@ impl Protocol {
             Op::Write => {
                 let mut inval = m.copyset & !bit(r);
                 if !has {
-                    inval &= !bit(m.owner); // the owner is fetched from instead
+                    // The copy the data will come from is kept (and owns the page meanwhile).
+                    m.owner = self.source(m);
+                    inval &= !bit(m.owner);
                 }
                 m.copyset &= !inval;
                 if has {
@@ -341,7 +325,17 @@ impl Protocol {
         }
     }
 
-    /// The requester has a valid copy → `Grant`; else `Fetch` from the owner.
+    /// Where a fetch goes: this node if it holds a valid copy (all copies are equal when there
+    /// are several, and this one is at hand), else the owner.
+    fn source(&self, m: &Manager) -> NodeIdx {
+        if m.copyset & bit(self.me) != 0 {
+            self.me
+        } else {
+            m.owner
+        }
+    }
+
+    /// The requester has a valid copy → `Grant`; else `Fetch` from [`Self::source`].
     fn grant_or_fetch(&self, m: &mut Manager, want: Want, cx: &mut Ctx) {
         let Some(t) = m.txn else {
             return;
@@ -351,10 +345,10 @@ impl Protocol {
             self.set_stage(m, Stage::Grant);
             self.send(cx, r, Msg::Grant { want }, None);
         } else {
-            let owner = m.owner;
-            self.set_stage(m, Stage::Fetch { from: owner });
+            let from = self.source(m);
+            self.set_stage(m, Stage::Fetch { from });
             let msg = Msg::Fetch { requester: r, want };
-            self.send(cx, owner, msg, None);
+            self.send(cx, from, msg, None);
         }
     }
 
@@ -415,7 +409,6 @@ impl Protocol {
     fn page_lost(&self, node: &mut NodeSide, m: &mut Manager, cx: &mut Ctx) {
         m.lost = true;
         m.copyset = 0;
-        m.reports.clear();
         become_lost(node, cx);
         let current = m.txn.take().filter(|t| !t.aborted).map(|t| Entry {
             node: t.requester,
@@ -437,21 +430,12 @@ impl Protocol {
         lost: NodeIdx,
         cx: &mut Ctx,
     ) {
-        if m.gone & bit(lost) != 0 {
-            return;
-        }
-        m.gone |= bit(lost);
-        let pos = m.reports.iter().position(|(n, _)| *n == lost);
-        let reported = pos.map_or(0, |i| m.reports.swap_remove(i).1);
-        for (_, set) in &mut m.reports {
-            *set &= !bit(lost);
-        }
         if m.lost {
             return;
         }
         m.queue.retain(|e| e.node != lost);
         m.copyset &= !bit(lost);
-        let next = self.txn_peer_lost(m, lost, reported);
+        let next = self.txn_peer_lost(m, lost);
         if m.copyset != 0 && m.copyset & bit(m.owner) == 0 {
             m.owner = lowest(m.copyset);
         }
@@ -464,6 +448,7 @@ impl Protocol {
         match next {
             Next::Dispatch => self.dispatch(node, m, cx),
             Next::AfterInval => self.after_inval(node, m, cx),
+            Next::Ask(r) => self.send(cx, r, Msg::Gone { lost }, None),
             Next::Nothing => {}
         }
         self.pump(node, m, cx);
@@ -471,7 +456,7 @@ impl Protocol {
 
     /// What the current transaction does about `lost`; returns how to continue it once the
     /// directory is updated.
-    fn txn_peer_lost(&self, m: &mut Manager, lost: NodeIdx, reported: u64) -> Next {
+    fn txn_peer_lost(&self, m: &mut Manager, lost: NodeIdx) -> Next {
         let Some(t) = m.txn.as_mut() else {
             return Next::Nothing;
         };
@@ -497,13 +482,11 @@ impl Protocol {
             return Next::Nothing;
         }
         match t.stage {
+            // This node knows its own request got nothing; another requester is asked.
+            Stage::Fetch { from } if from == lost && t.requester == self.me => Next::Dispatch,
             Stage::Fetch { from } if from == lost => {
-                if t.requester == self.me || reported & bit(t.requester) != 0 {
-                    Next::Dispatch
-                } else {
-                    t.stage = Stage::Orphan { from };
-                    Next::Nothing
-                }
+                t.stage = Stage::Orphan { from };
+                Next::Ask(t.requester)
             }
             _ => Next::Nothing,
         }
@@ -515,4 +498,6 @@ enum Next {
     Nothing,
     Dispatch,
     AfterInval,
+    /// Send `Gone { lost }` to this requester of an orphaned fetch.
+    Ask(NodeIdx),
 }

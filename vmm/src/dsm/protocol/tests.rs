@@ -372,8 +372,10 @@ fn unexpected_messages_are_rejected_without_change() {
         (1, 2, Msg::Req { want: R }),   // not the manager
         (0, 1, Msg::InvAck),            // no invalidation
         (0, 1, Msg::Done { want: R }),  // no transaction
-        (0, 1, Msg::Retry { lost: 1 }), // lost == sender
-        (0, 1, Msg::Retry { lost: 7 }), // no such node
+        (0, 1, Msg::Gone { lost: 1 }),  // lost == sender
+        (0, 1, Msg::Gone { lost: 7 }),  // no such node
+        (1, 0, Msg::Gone { lost: 0 }),  // lost == sender
+        (1, 2, Msg::Gone { lost: 0 }),  // not from the manager
         (0, 2, Msg::Req { want: R }),   // from a lost node
         (0, 0, Msg::Req { want: R }),   // from itself
         (0, 5, Msg::Req { want: R }),   // no such node
@@ -389,12 +391,20 @@ fn unexpected_messages_are_rejected_without_change() {
             "{msg:?} changed the state"
         );
     }
+}
+
+#[test]
+fn out_of_range_inputs_are_rejected() {
+    let mut net = Net::new(2);
     let before = format!("{:?}", net.st[0]);
     let r = net.p[0].receive(&mut net.st[0], 99, 1, Msg::Req { want: R }, 0);
     assert_eq!(r, Err(ProtocolError::Page(99)));
     assert_eq!(format!("{:?}", net.st[0]), before);
     let mut other = net.p[1].page_state(0);
     assert!(net.p[1].reset(&mut other, 0, 0).is_err());
+    assert!(net.p[0].reset(&mut net.st[0], 99, 0).is_err());
+    assert_eq!(net.p[0].peer_lost(&mut net.st[0], 0, 0), []);
+    assert_eq!(net.p[0].peer_lost(&mut net.st[0], 0, 9), []);
 }
 
 #[test]
@@ -495,6 +505,7 @@ fn lost_manager_loses_its_pages_where_held_or_awaited() {
 
 #[test]
 fn fetch_from_a_lost_owner_waits_for_the_requester() {
+    let gone = Msg::Gone { lost: 1 };
     // The data reached the requester: its Done saves the page.
     let mut net = Net::new(3);
     net.write_alone(1, 0);
@@ -508,41 +519,86 @@ fn fetch_from_a_lost_owner_waits_for_the_requester() {
             want: R,
         },
     );
-    assert_eq!(
-        net.lose(0, 1),
-        [],
-        "no copy known, but the data may be on its way"
-    );
+    // No copy known, but the data may be on its way: ask the requester.
+    assert_eq!(net.lose(0, 1), [send(2, gone)]);
     net.recv(2, 1, Msg::Data { want: R });
     assert_eq!(net.lose(2, 1), []);
+    assert_eq!(
+        net.recv(2, 0, gone),
+        [],
+        "nothing pending: the Done is on its way"
+    );
     net.recv(0, 2, Msg::Done { want: R });
     assert_eq!((net.view().owner, net.view().lost), (Some(2), false));
 
-    // It did not: the requester's Retry tells, and the page is lost.
+    // It did not: the requester says so, and the page is lost.
     let mut net = Net::new(3);
     net.write_alone(1, 0);
     net.fault(2, R);
     net.recv(0, 2, Msg::Req { want: R });
-    assert_eq!(net.lose(0, 1), []);
-    assert_eq!(net.lose(2, 1), [send(0, Msg::Retry { lost: 1 })]);
-    let out = net.recv(0, 2, Msg::Retry { lost: 1 });
+    assert_eq!(net.lose(0, 1), [send(2, gone)]);
+    assert_eq!(
+        net.recv(2, 0, gone),
+        [],
+        "node 2 has not declared node 1 lost yet"
+    );
+    assert_eq!(net.lose(2, 1), [send(0, gone)]);
+    let out = net.recv(0, 2, gone);
     assert_eq!(
         out,
         [Action::Lost { populated: false }, send(2, Msg::Refuse)]
     );
+    assert_eq!(net.recv(0, 2, gone), [], "a late answer changes nothing");
+    assert_eq!(
+        net.recv(2, 0, Msg::Refuse),
+        [Action::Lost { populated: false }]
+    );
 }
 
 #[test]
-fn retry_refetches_from_another_copy() {
+fn a_node_holding_a_copy_never_says_gone() {
+    let gone = Msg::Gone { lost: 1 };
+    let mut net = Net::new(3);
+    net.write_alone(1, 0);
+    net.fault(2, R);
+    net.recv(0, 2, Msg::Req { want: R });
+    net.recv(
+        1,
+        0,
+        Msg::Fetch {
+            requester: 2,
+            want: R,
+        },
+    );
+    net.recv(2, 1, Msg::Data { want: R }); // its Done is slow
+    assert_eq!(net.fault(2, W), [send(0, Msg::Req { want: W })]);
+    assert_eq!(net.lose(0, 1), [send(2, gone)]);
+    // Node 2 waits on an upgrade, not on data: the fetch from node 1 reached it.
+    assert_eq!(net.lose(2, 1), []);
+    assert_eq!(net.recv(2, 0, gone), []);
+    assert_eq!(
+        net.recv(0, 2, Msg::Req { want: W }),
+        [],
+        "queued behind the read"
+    );
+    let out = net.recv(0, 2, Msg::Done { want: R });
+    assert_eq!(out, [send(2, Msg::Grant { want: W })]);
+}
+
+#[test]
+fn gone_refetches_from_another_copy() {
+    let gone = Msg::Gone { lost: 1 };
     let mut net = Net::new(4);
     net.write_alone(1, 0);
     net.read(3); // copies at 1 (owner) and 3
     net.fault(2, R);
     net.recv(0, 2, Msg::Req { want: R });
-    // Node 2 hears of the loss first: its Retry waits at the manager for the loss.
-    assert_eq!(net.lose(2, 1), [send(0, Msg::Retry { lost: 1 })]);
-    assert_eq!(net.recv(0, 2, Msg::Retry { lost: 1 }), []);
-    let out = net.lose(0, 1);
+    // Node 2 hears of the loss first; the manager does not fetch from node 1 yet.
+    assert_eq!(net.lose(2, 1), [send(0, gone)]);
+    assert_eq!(net.recv(0, 2, gone), []);
+    assert_eq!(net.lose(0, 1), [send(2, gone)]);
+    assert_eq!(net.recv(2, 0, gone), [send(0, gone)]);
+    let out = net.recv(0, 2, gone);
     assert_eq!(
         out,
         [send(
@@ -564,6 +620,41 @@ fn retry_refetches_from_another_copy() {
     net.recv(2, 3, Msg::Data { want: R });
     net.recv(0, 2, Msg::Done { want: R });
     assert_eq!((net.view().copyset, net.view().owner), (0b1100, Some(3)));
+}
+
+#[test]
+fn manager_fetches_its_own_copy_first() {
+    let mut net = Net::new(3);
+    net.write_alone(1, 0);
+    // The manager reads: copies at 1 (owner) and 0.
+    assert_eq!(
+        net.fault(0, R),
+        [send(
+            1,
+            Msg::Fetch {
+                requester: 0,
+                want: R
+            }
+        )]
+    );
+    net.recv(
+        1,
+        0,
+        Msg::Fetch {
+            requester: 0,
+            want: R,
+        },
+    );
+    assert_eq!(
+        net.recv(0, 1, Msg::Data { want: R }),
+        [install(R, InstallSrc::Message)]
+    );
+    net.fault(2, W);
+    let out = net.recv(0, 2, Msg::Req { want: W });
+    assert_eq!(out, [send(1, Msg::Inval)]);
+    net.recv(1, 0, Msg::Inval);
+    let out = net.recv(0, 1, Msg::InvAck);
+    assert_eq!(out, [data(2, W, DataSrc::Local), Action::Drop]);
 }
 
 #[test]
