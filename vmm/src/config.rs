@@ -79,7 +79,7 @@ pub struct VmConfig {
     pub node_index: u32,
     /// Size of the coherent window shared with the other nodes (0: no window).
     pub window_bytes: u64,
-    /// Pages after a remotely read page that are requested with it (0: no prefetch).
+    /// Pages after a remotely faulted page that are requested with it (0: no prefetch).
     pub window_prefetch: u64,
 }
 

@@ -61,7 +61,7 @@ struct LaunchArgs {
     /// 0 for none), e.g. 256M
     #[arg(long, default_value = "256M")]
     window: String,
-    /// On a remote read fault in the window, also request this many following pages
+    /// On a remote fault in the window, also request this many following pages (same access)
     #[arg(long, default_value_t = 0)]
     window_prefetch: u64,
     /// Number of vCPUs

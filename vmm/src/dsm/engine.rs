@@ -75,7 +75,7 @@ pub struct DsmStats {
     pub drops: u64,
     pub lost_pages: u64,
     pub bad_messages: u64,
-    /// Read requests sent ahead for neighbours of a faulting page (`--window-prefetch`).
+    /// Requests sent ahead for neighbours of a faulting page (`--window-prefetch`).
     pub prefetched: u64,
 }
 
@@ -186,8 +186,8 @@ impl Dsm {
         })
     }
 
-    /// Makes every remote read fault also request the next `pages` pages that have the same
-    /// manager and no copy here yet (0: off). Set before the engine starts.
+    /// Makes every fault that sends a request also request the next `pages` pages that have
+    /// the same manager and no copy here yet, for the same access (0: off).
     pub fn with_prefetch(mut self, pages: u64) -> Self {
         self.prefetch = pages;
         self
@@ -343,14 +343,15 @@ impl Dsm {
         });
         self.run(page, actions, None);
         drop(shard);
-        if remote && want == Want::Read && self.prefetch > 0 {
-            self.prefetch_after(page);
+        if remote && self.prefetch > 0 {
+            self.prefetch_after(page, want);
         }
     }
 
-    /// Requests read copies of the pages after `page` managed by the same node, as if they had
-    /// faulted: their answers are installed without anyone waiting, and later reads hit.
-    fn prefetch_after(&self, page: PageNo) {
+    /// Requests the pages after `page` managed by the same node, with the same access, as if
+    /// they had faulted: their answers are installed without anyone waiting, and later
+    /// accesses hit. Pages this node holds or already asked for are left alone.
+    fn prefetch_after(&self, page: PageNo, want: Want) {
         let g = self.protocol.geometry();
         let manager = g.manager(page);
         let end = page.saturating_add(self.prefetch).min(g.pages() - 1);
@@ -364,7 +365,7 @@ impl Dsm {
                 continue;
             }
             self.counters.add(C_PREFETCH, 1);
-            let actions = self.protocol.fault(st, next, Want::Read, self.lost_mask());
+            let actions = self.protocol.fault(st, next, want, self.lost_mask());
             self.run(next, actions, None);
         }
     }
