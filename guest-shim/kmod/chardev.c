@@ -2,9 +2,10 @@
 /*
  * chardev.c: /dev/offload, the misc device offload.ko registers while an offload device is
  * bound, and its ioctls (offload_abi.h): NODE_INFO, PEERS and PING each build one request,
- * sleep until the device answers (offload_req_call) and copy the answer to user space.
- * An open file holds a reference on the device state, so it outlives a removed device;
- * its ioctls then fail with -ENODEV.
+ * sleep until the device answers (offload_req_call) and copy the answer to user space;
+ * WINDOW_INFO, ALLOC and FREE are window.c's, mmap is winmap.c's. Each open file has its
+ * own struct offload_file (the window runs it allocated) and holds a reference on the
+ * device state, so it outlives a removed device; its ioctls then fail with -ENODEV.
  */
 #include <linux/errno.h>
 #include <linux/fs.h>
@@ -126,7 +127,8 @@ out:
 
 static long offload_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
 {
-	struct offload_dev *od = file->private_data;
+	struct offload_file *of = file->private_data;
+	struct offload_dev *od = of->od;
 	void __user *uarg = (void __user *)arg;
 
 	switch (cmd) {
@@ -136,6 +138,12 @@ static long offload_ioctl(struct file *file, unsigned int cmd, unsigned long arg
 		return offload_ioc_peers(od, uarg);
 	case OFFLOAD_IOC_PING:
 		return offload_ioc_ping(od, uarg);
+	case OFFLOAD_IOC_WINDOW_INFO:
+		return offload_ioc_window_info(od, uarg);
+	case OFFLOAD_IOC_ALLOC:
+		return offload_ioc_alloc(of, uarg);
+	case OFFLOAD_IOC_FREE:
+		return offload_ioc_free(of, uarg);
 	default:
 		return -ENOTTY;
 	}
@@ -148,15 +156,36 @@ static long offload_ioctl(struct file *file, unsigned int cmd, unsigned long arg
 static int offload_open(struct inode *inode, struct file *file)
 {
 	struct offload_dev *od = container_of(file->private_data, struct offload_dev, misc);
+	struct offload_file *of;
+	int err;
 
+	of = kzalloc(sizeof(*of), GFP_KERNEL);
+	if (!of)
+		return -ENOMEM;
+	of->od = od;
+	mutex_init(&of->lock);
+	INIT_LIST_HEAD(&of->allocs);
+	err = offload_winmap_open(od, file);
+	if (err) {
+		kfree(of);
+		return err;
+	}
 	kref_get(&od->kref);
-	file->private_data = od;
+	file->private_data = of;
 	return nonseekable_open(inode, file);
 }
 
+/* The file's vmas are gone (they held it): its runs are freed, then its references. */
 static int offload_release(struct inode *inode, struct file *file)
 {
-	offload_dev_put(file->private_data);
+	struct offload_file *of = file->private_data;
+	struct offload_dev *od = of->od;
+
+	offload_file_release_allocs(of);
+	offload_winmap_release(od);
+	mutex_destroy(&of->lock);
+	kfree(of);
+	offload_dev_put(od);
 	return 0;
 }
 
@@ -166,6 +195,7 @@ static const struct file_operations offload_fops = {
 	.release = offload_release,
 	.unlocked_ioctl = offload_ioctl,
 	.compat_ioctl = compat_ptr_ioctl,
+	.mmap = offload_winmap_mmap,
 	.llseek = no_llseek,
 };
 

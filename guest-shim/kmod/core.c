@@ -2,8 +2,8 @@
 /*
  * core.c: offload.ko's virtio driver for the offload device (docs/offload-device.md):
  * device id table, VIRTIO_F_VERSION_1 check, probe (configuration space, the two
- * virtqueues, event buffers, /dev/offload), remove (quiesce, reset, take buffers back,
- * free), the lifetime of the per-device state and its node state table.
+ * virtqueues, event buffers, the memory window, /dev/offload), remove (quiesce, reset,
+ * take buffers back, free), the lifetime of the per-device state and its node state table.
  */
 #include <linux/atomic.h>
 #include <linux/errno.h>
@@ -30,6 +30,7 @@ static void offload_dev_free(struct kref *kref)
 {
 	struct offload_dev *od = container_of(kref, struct offload_dev, kref);
 
+	offload_window_free(od);
 	put_device(&od->vdev->dev);
 	kfree(od);
 }
@@ -112,7 +113,8 @@ static int offload_find_vqs(struct offload_dev *od)
  * offload_quiesce: stop everything, in an order that leaves nothing running on the queues:
  * no new submissions or kicks (dead, set under both locks), device reset, buffers taken
  * back (requests failed with -ENODEV, event buffers freed), queues deleted (which waits for
- * a running interrupt handler), and the event work cancelled (nothing can queue it now).
+ * a running interrupt handler), the event work cancelled (nothing can queue it now), and
+ * the window's reap work waited for (its requests fail at once now; nothing queues it).
  */
 static void offload_quiesce(struct offload_dev *od)
 {
@@ -128,6 +130,7 @@ static void offload_quiesce(struct offload_dev *od)
 	offload_evt_shutdown(od);
 	od->vdev->config->del_vqs(od->vdev);
 	cancel_work_sync(&od->evt_work);
+	offload_window_flush(od);
 }
 
 static struct offload_dev *offload_dev_new(struct virtio_device *vdev)
@@ -145,6 +148,7 @@ static struct offload_dev *offload_dev_new(struct virtio_device *vdev)
 	INIT_WORK(&od->evt_work, offload_evt_work);
 	atomic64_set(&od->next_tag, 0);
 	memset(od->node_state, OFFLOAD_STATE_UNKNOWN, sizeof(od->node_state));
+	offload_window_init(od);
 	kref_init(&od->kref);
 	return od;
 }
@@ -168,6 +172,11 @@ static int offload_probe(struct virtio_device *vdev)
 	if (err)
 		goto err_free;
 	virtio_device_ready(vdev);
+	/*
+	 * The window first: PAGES_LOST events wait in the monitor until event buffers are
+	 * posted. Without a usable window the device works as before.
+	 */
+	offload_window_probe(od);
 	err = offload_evt_fill(od);
 	if (!err)
 		err = offload_chardev_register(od);

@@ -5,7 +5,8 @@
  * context, under od->evt_lock) takes each filled buffer off the ring, checks it, acts on
  * it and posts it again: a PING_IN is answered by a PONG request carrying the event's
  * token and payload, with no user space involved; a PEER_STATE updates the node state
- * table. The same work submits PONGs that earlier found the request queue full.
+ * table; a PAGES_LOST goes to winmap.c (mark, zap, SIGBUS). The same work submits PONGs
+ * that earlier found the request queue full.
  */
 #include <linux/errno.h>
 #include <linux/scatterlist.h>
@@ -123,6 +124,10 @@ static void offload_evt_handle(struct offload_dev *od, const void *buf, unsigned
 		break;
 	case OFFLOAD_EVT_PEER_STATE:
 		offload_evt_peer_state(od, ev, plen);
+		break;
+	case OFFLOAD_EVT_PAGES_LOST:
+		offload_window_pages_lost(od, le32_to_cpu(ev->src_node), (const u8 *)(ev + 1),
+					  plen);
 		break;
 	default:
 		dev_warn_ratelimited(&od->vdev->dev, "unknown event type %u\n", type);

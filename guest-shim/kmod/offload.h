@@ -2,8 +2,10 @@
 /*
  * offload.h: what the files of offload.ko share: the device's wire format
  * (docs/offload-device.md), the per-device state, the request record and its lifetime
- * rules, and the functions each file provides (core.c: probe/remove; request.c: request
- * queue; events.c: event queue and PING_IN answers; chardev.c: /dev/offload and its ioctls).
+ * rules, the memory window's state, and the functions each file provides (core.c:
+ * probe/remove; request.c: request queue; events.c: event queue and PING_IN answers;
+ * chardev.c: /dev/offload and its ioctls; window.c: the window's geometry, ALLOC/FREE and
+ * the per-file allocations; winmap.c: mmap of the window and lost pages).
  * Locking and lifetimes are described in guest-shim/README.md.
  */
 #ifndef OFFLOAD_H
@@ -15,6 +17,7 @@
 #include <linux/miscdevice.h>
 #include <linux/mutex.h>
 #include <linux/refcount.h>
+#include <linux/rwsem.h>
 #include <linux/spinlock.h>
 #include <linux/types.h>
 #include <linux/virtio.h>
@@ -33,9 +36,18 @@
 #define OFFLOAD_REQ_PEERS 2
 #define OFFLOAD_REQ_PING 3
 #define OFFLOAD_REQ_PONG 4
+#define OFFLOAD_REQ_WINDOW_INFO 5
+#define OFFLOAD_REQ_ALLOC 6
+#define OFFLOAD_REQ_FREE 7
 
 #define OFFLOAD_EVT_PING_IN 1
 #define OFFLOAD_EVT_PEER_STATE 2
+#define OFFLOAD_EVT_PAGES_LOST 3
+
+/* The window's page size (WINDOW_INFO must say so; the driver maps it with PAGE_SIZE pages). */
+#define OFFLOAD_WINDOW_PAGE 4096u
+/* Most offsets in one PAGES_LOST event (u64 each, in one event payload). */
+#define OFFLOAD_MAX_LOST_PER_EVENT (OFFLOAD_MAX_PAYLOAD / 8)
 
 /* Configuration space. */
 struct offload_virtio_config {
@@ -84,6 +96,16 @@ struct offload_wire_peer {
 	__le64 reserved;
 } __packed;
 
+/* WINDOW_INFO response payload, 40 bytes. */
+struct offload_wire_window_info {
+	__le64 base;
+	__le64 size;
+	__le64 slice_offset;
+	__le64 slice_len;
+	__le32 page_size;
+	__le32 node_index;
+} __packed;
+
 /* ---- Driver limits ---- */
 
 /* Event buffers kept posted (the contract asks for at least 16). */
@@ -98,6 +120,58 @@ struct offload_wire_peer {
 
 /* ---- Per-device state ---- */
 
+/*
+ * The coherent memory window (window.c, winmap.c). Geometry, kva, res and lost are set at
+ * probe and stay until the state is freed (open files and their mappings may outlive the
+ * device); present says whether the monitor offers a window at all.
+ */
+struct offload_window {
+	bool present;
+	u64 base;		/* guest-physical address of offset 0 */
+	u64 size;		/* bytes, a multiple of PAGE_SIZE */
+	u64 slice_offset;	/* this node's slice (ALLOC hands out only these pages) */
+	u64 slice_len;
+	u32 node_index;
+	unsigned long pages;	/* size / PAGE_SIZE */
+	void *kva;		/* memremap(MEMREMAP_WB): vm_ops access, and the WB memtype */
+	struct resource *res;	/* "offload window" in /proc/iomem */
+
+	/*
+	 * lost_rwsem orders the lost bitmap against faults: a fault tests the bit and inserts
+	 * the pfn under it (read); PAGES_LOST sets bits under it (write) and zaps afterwards,
+	 * so no mapping of a lost page survives.
+	 */
+	struct rw_semaphore lost_rwsem;
+	unsigned long *lost;	/* one bit per window page */
+	unsigned long nlost;	/* pages marked (under lost_rwsem, write) */
+
+	/*
+	 * map_lock guards inode and nopen: every open file's f_mapping is inode->i_mapping (an
+	 * anonymous inode created by the first open, dropped by the last release), so one
+	 * unmap_mapping_range reaches every mapping of the window. PAGES_LOST holds map_lock
+	 * while it zaps and looks for the processes to kill. Order: map_lock -> vma_lock ->
+	 * i_mmap_rwsem.
+	 */
+	struct mutex map_lock;
+	struct inode *inode;
+	unsigned int nopen;
+
+	/*
+	 * vma_lock guards vmas: one struct offload_vma per vma of the window (added by mmap and
+	 * vm_ops open, removed by close, which run under the mm's mmap_lock: order mmap_lock ->
+	 * vma_lock).
+	 */
+	struct mutex vma_lock;
+	struct list_head vmas;
+
+	/*
+	 * Allocations to give back: runs of released files and ALLOCs whose caller left on a
+	 * signal (list under od->lock, queued only while !od->dead; remove flushes the work).
+	 */
+	struct list_head reap;
+	struct work_struct reap_work;
+};
+
 struct offload_dev {
 	struct virtio_device *vdev;
 	struct virtqueue *req_vq;
@@ -105,7 +179,7 @@ struct offload_dev {
 
 	/*
 	 * lock (irq-safe; taken in the request callback) guards req_vq (add, get, kick,
-	 * detach), dead, space_gen and pending_pongs.
+	 * detach), dead, space_gen, pending_pongs and win.reap.
 	 */
 	spinlock_t lock;
 	bool dead;			/* set by remove: no more submissions */
@@ -129,6 +203,8 @@ struct offload_dev {
 
 	/* Per-node state from PEER_STATE events and PEERS answers (READ_ONCE/WRITE_ONCE). */
 	u8 node_state[OFFLOAD_MAX_NODES];
+
+	struct offload_window win;
 
 	struct miscdevice misc;
 	bool misc_registered;
@@ -171,6 +247,25 @@ static inline u8 *offload_req_in(struct offload_req *req)
 	return req->buf + req->out_len;
 }
 
+/* One open file of /dev/offload: its device and the window runs it allocated. */
+struct offload_file {
+	struct offload_dev *od;
+	struct mutex lock;		/* guards allocs */
+	struct list_head allocs;	/* struct offload_alloc_rec */
+};
+
+/*
+ * A run of window pages allocated through a file (offset, pages), or, on win.reap, a run to
+ * free or an ALLOC still in flight whose caller left (pending: its request, whose answer
+ * names the run).
+ */
+struct offload_alloc_rec {
+	struct list_head link;
+	u64 offset;
+	u64 pages;
+	struct offload_req *pending;
+};
+
 /* request.c */
 struct offload_req *offload_req_alloc(struct offload_dev *od, u32 type, u32 out_len,
 				      u32 in_cap, gfp_t gfp);
@@ -191,6 +286,22 @@ void offload_evt_shutdown(struct offload_dev *od);
 /* chardev.c */
 int offload_chardev_register(struct offload_dev *od);
 void offload_chardev_unregister(struct offload_dev *od);
+
+/* window.c */
+void offload_window_init(struct offload_dev *od);
+void offload_window_probe(struct offload_dev *od);
+void offload_window_flush(struct offload_dev *od);
+void offload_window_free(struct offload_dev *od);
+long offload_ioc_window_info(struct offload_dev *od, void __user *uarg);
+long offload_ioc_alloc(struct offload_file *of, void __user *uarg);
+long offload_ioc_free(struct offload_file *of, void __user *uarg);
+void offload_file_release_allocs(struct offload_file *of);
+
+/* winmap.c */
+int offload_winmap_open(struct offload_dev *od, struct file *file);
+void offload_winmap_release(struct offload_dev *od);
+int offload_winmap_mmap(struct file *file, struct vm_area_struct *vma);
+void offload_window_pages_lost(struct offload_dev *od, u32 node, const u8 *payload, u32 len);
 
 /* core.c */
 void offload_dev_put(struct offload_dev *od);

@@ -5,8 +5,11 @@
  * guest-shim/src/abi.rs, whose unit tests check the sizes and ioctl numbers below.
  * Usable from user space (only <linux/types.h> and <linux/ioctl.h>).
  *
- * Magic 'O', numbers 0x40-0x42: 'O' 0x00-0x06 belongs to UBI (ioctl-number.rst), so the
+ * Magic 'O', numbers 0x40-0x45: 'O' 0x00-0x06 belongs to UBI (ioctl-number.rst), so the
  * range above it is free and the letter stays mnemonic.
+ *
+ * The memory window (0x43-0x45 and mmap) is described in guest-shim/README.md: window
+ * offsets are byte offsets from the window's base, page aligned where they name a page.
  */
 #ifndef OFFLOAD_ABI_H
 #define OFFLOAD_ABI_H
@@ -58,8 +61,36 @@ struct offload_ping {
 	__u8 data[OFFLOAD_PING_MAX];
 };
 
+/* OFFLOAD_IOC_WINDOW_INFO (out): the coherent memory window and this node's slice. 40 bytes. */
+struct offload_window_info {
+	__u64 base;		/* guest-physical address of window offset 0 */
+	__u64 size;		/* bytes, a multiple of page_size */
+	__u64 slice_offset;	/* window offset of the pages this node manages (ALLOC) */
+	__u64 slice_len;	/* bytes */
+	__u32 page_size;	/* 4096 */
+	__u32 node_index;	/* this node */
+};
+
+/*
+ * OFFLOAD_IOC_ALLOC (in/out): pages in; out: the window offset of `pages` contiguous pages of
+ * this node's slice, zero-filled, owned by the open file (freed when it is released). 16 bytes.
+ */
+struct offload_alloc {
+	__u64 pages;
+	__u64 offset;
+};
+
+/* OFFLOAD_IOC_FREE (in): pages of one run this file allocated (all of it or a part). 16 bytes. */
+struct offload_free {
+	__u64 offset;
+	__u64 pages;
+};
+
 #define OFFLOAD_IOC_NODE_INFO _IOR(OFFLOAD_IOC_MAGIC, 0x40, struct offload_node_info)
 #define OFFLOAD_IOC_PEERS _IOR(OFFLOAD_IOC_MAGIC, 0x41, struct offload_peers)
 #define OFFLOAD_IOC_PING _IOWR(OFFLOAD_IOC_MAGIC, 0x42, struct offload_ping)
+#define OFFLOAD_IOC_WINDOW_INFO _IOR(OFFLOAD_IOC_MAGIC, 0x43, struct offload_window_info)
+#define OFFLOAD_IOC_ALLOC _IOWR(OFFLOAD_IOC_MAGIC, 0x44, struct offload_alloc)
+#define OFFLOAD_IOC_FREE _IOW(OFFLOAD_IOC_MAGIC, 0x45, struct offload_free)
 
 #endif /* OFFLOAD_ABI_H */

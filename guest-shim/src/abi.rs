@@ -70,6 +70,37 @@ impl Default for Ping {
     }
 }
 
+/// `struct offload_window_info`: the memory window and this node's slice.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WindowInfo {
+    /// Guest-physical address of window offset 0.
+    pub base: u64,
+    /// Bytes, a multiple of `page_size`.
+    pub size: u64,
+    /// Window offset of the pages this node manages (what `ALLOC` hands out).
+    pub slice_offset: u64,
+    pub slice_len: u64,
+    pub page_size: u32,
+    pub node_index: u32,
+}
+
+/// `struct offload_alloc`: `pages` in, `offset` (window offset of the run) out.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Alloc {
+    pub pages: u64,
+    pub offset: u64,
+}
+
+/// `struct offload_free`: a run (or part of one) this file allocated.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Free {
+    pub offset: u64,
+    pub pages: u64,
+}
+
 impl Peers {
     /// The valid entries (`count` bounded by the array, should the driver misbehave).
     pub fn valid(&self) -> &[Peer] {
@@ -92,6 +123,12 @@ pub const IOC_NODE_INFO: u32 = ioc(IOC_READ, 0x40, size_of::<NodeInfo>());
 pub const IOC_PEERS: u32 = ioc(IOC_READ, 0x41, size_of::<Peers>());
 /// `OFFLOAD_IOC_PING`: `_IOWR('O', 0x42, struct offload_ping)`.
 pub const IOC_PING: u32 = ioc(IOC_READ | IOC_WRITE, 0x42, size_of::<Ping>());
+/// `OFFLOAD_IOC_WINDOW_INFO`: `_IOR('O', 0x43, struct offload_window_info)`.
+pub const IOC_WINDOW_INFO: u32 = ioc(IOC_READ, 0x43, size_of::<WindowInfo>());
+/// `OFFLOAD_IOC_ALLOC`: `_IOWR('O', 0x44, struct offload_alloc)`.
+pub const IOC_ALLOC: u32 = ioc(IOC_READ | IOC_WRITE, 0x44, size_of::<Alloc>());
+/// `OFFLOAD_IOC_FREE`: `_IOW('O', 0x45, struct offload_free)`.
+pub const IOC_FREE: u32 = ioc(IOC_WRITE, 0x45, size_of::<Free>());
 
 /// A name field as text: up to the first NUL, invalid UTF-8 replaced.
 pub fn name_str(name: &[u8; NAME_LEN]) -> String {
@@ -116,6 +153,14 @@ mod tests {
         assert_eq!(offset_of!(Peers, peers), 8);
         assert_eq!(offset_of!(Ping, rtt_ns), 8);
         assert_eq!(offset_of!(Ping, data), 16);
+        assert_eq!(size_of::<WindowInfo>(), 40);
+        assert_eq!(offset_of!(WindowInfo, slice_len), 24);
+        assert_eq!(offset_of!(WindowInfo, page_size), 32);
+        assert_eq!(offset_of!(WindowInfo, node_index), 36);
+        assert_eq!(size_of::<Alloc>(), 16);
+        assert_eq!(offset_of!(Alloc, offset), 8);
+        assert_eq!(size_of::<Free>(), 16);
+        assert_eq!(offset_of!(Free, pages), 8);
     }
 
     #[test]
@@ -123,6 +168,9 @@ mod tests {
         assert_eq!(IOC_NODE_INFO, 0x8018_4f40);
         assert_eq!(IOC_PEERS, 0x8208_4f41);
         assert_eq!(IOC_PING, 0xc110_4f42);
+        assert_eq!(IOC_WINDOW_INFO, 0x8028_4f43);
+        assert_eq!(IOC_ALLOC, 0xc010_4f44);
+        assert_eq!(IOC_FREE, 0x4010_4f45);
     }
 
     #[test]
@@ -151,14 +199,21 @@ mod tests {
             return;
         };
         let ours = format!(
-            "{} {} {} {} {:#x} {:#x} {:#x}",
+            "{} {} {} {} {:#x} {:#x} {:#x} {} {} {} {} {:#x} {:#x} {:#x}",
             size_of::<NodeInfo>(),
             size_of::<Peer>(),
             size_of::<Peers>(),
             size_of::<Ping>(),
             IOC_NODE_INFO,
             IOC_PEERS,
-            IOC_PING
+            IOC_PING,
+            size_of::<WindowInfo>(),
+            offset_of!(WindowInfo, node_index),
+            size_of::<Alloc>(),
+            size_of::<Free>(),
+            IOC_WINDOW_INFO,
+            IOC_ALLOC,
+            IOC_FREE
         );
         assert_eq!(out.trim(), ours);
     }
@@ -171,11 +226,16 @@ mod tests {
         let src = dir.join("abi.c");
         std::fs::write(
             &src,
-            "#include <stdio.h>\n#include \"offload_abi.h\"\nint main(void) {\n\
-             printf(\"%zu %zu %zu %zu %#x %#x %#x\\n\", sizeof(struct offload_node_info),\n\
+            "#include <stdio.h>\n#include <stddef.h>\n#include \"offload_abi.h\"\n\
+             int main(void) {\n\
+             printf(\"%zu %zu %zu %zu %#x %#x %#x \", sizeof(struct offload_node_info),\n\
              sizeof(struct offload_peer), sizeof(struct offload_peers),\n\
              sizeof(struct offload_ping), (unsigned)OFFLOAD_IOC_NODE_INFO,\n\
-             (unsigned)OFFLOAD_IOC_PEERS, (unsigned)OFFLOAD_IOC_PING);\nreturn 0;\n}\n",
+             (unsigned)OFFLOAD_IOC_PEERS, (unsigned)OFFLOAD_IOC_PING);\n\
+             printf(\"%zu %zu %zu %zu %#x %#x %#x\\n\", sizeof(struct offload_window_info),\n\
+             offsetof(struct offload_window_info, node_index), sizeof(struct offload_alloc),\n\
+             sizeof(struct offload_free), (unsigned)OFFLOAD_IOC_WINDOW_INFO,\n\
+             (unsigned)OFFLOAD_IOC_ALLOC, (unsigned)OFFLOAD_IOC_FREE);\nreturn 0;\n}\n",
         )
         .ok()?;
         let exe = dir.join("abi");

@@ -4,8 +4,12 @@
 //! ```text
 //! offload nodes
 //! offload ping NODE [-c COUNT] [-s SIZE] [-i SECONDS]
+//! offload mem SUBCOMMAND ...        (the memory window; see USAGE)
 //! offload help | -h | --help
 //! ```
+//!
+//! Window offsets and sizes: hex (`0x...`) or decimal, with an optional binary suffix
+//! `K`, `M` or `G`; values (`VALUE`, `--seed`): hex or decimal.
 
 use std::time::Duration;
 
@@ -15,12 +19,30 @@ use crate::abi::PING_MAX;
 pub const SYNOPSIS: &str = "\
 usage: offload nodes
        offload ping NODE [-c COUNT] [-s SIZE] [-i SECONDS]
+       offload mem info
+       offload mem read OFF
+       offload mem write OFF VALUE
+       offload mem wait OFF VALUE [--timeout-ms N]
+       offload mem counter OFF --iters N --parties P [--timeout-ms N]
+       offload mem fill --bytes N --seed S --mailbox OFF [--timeout-ms N]
+       offload mem sum --mailbox OFF [--timeout-ms N]
+       offload mem touch OFF BYTES (--read|--write) [--stride N]
+       offload mem hold OFF [--write VALUE] [--seconds S]
        offload help";
 
 /// The help text (`offload help`).
 pub const USAGE: &str = "\
 usage: offload nodes
        offload ping NODE [-c COUNT] [-s SIZE] [-i SECONDS]
+       offload mem info
+       offload mem read OFF
+       offload mem write OFF VALUE
+       offload mem wait OFF VALUE [--timeout-ms N]
+       offload mem counter OFF --iters N --parties P [--timeout-ms N]
+       offload mem fill --bytes N --seed S --mailbox OFF [--timeout-ms N]
+       offload mem sum --mailbox OFF [--timeout-ms N]
+       offload mem touch OFF BYTES (--read|--write) [--stride N]
+       offload mem hold OFF [--write VALUE] [--seconds S]
        offload help
 
 nodes   this node and every other node with its state, one per line: NAME INDEX STATE
@@ -28,7 +50,28 @@ nodes   this node and every other node with its state, one per line: NAME INDEX 
 ping    round trips through both monitors into NODE's driver and back; NODE is a name
         or an index. -c round trips (default 4), -s payload bytes (0-256, default 56),
         -i pause between round trips in seconds (default 0). Exit status 0 when every
-        reply came back intact, 1 otherwise, 2 on bad usage.";
+        reply came back intact, 1 otherwise, 2 on bad usage.
+
+mem     the memory window shared by every node (mmap of /dev/offload). OFF is a window
+        offset, hex (0x...) or decimal; offsets and sizes take a K, M or G suffix. Every
+        u64 is 8-byte aligned. Exit status 0 on success, 1 on failure, 2 on bad usage.
+  info     window base=0x.. size=N slice_offset=0x.. slice_len=N node=I
+  read     print the u64 at OFF (decimal)
+  write    store VALUE at OFF
+  wait     poll the u64 at OFF until it equals VALUE (default timeout 60000 ms)
+  counter  P parties (on any nodes) each add 1 to the u64 at OFF+8 N times under a
+           spinlock at OFF (arrivals at OFF+16, finished at OFF+24; one page); prints
+           counter=<value> once all P finished
+  fill     allocate ceil(N/4096) pages, fill N bytes with the pattern of seed S, print
+           offset=0x.. checksum=0x.., publish the run in the mailbox page at OFF
+           (OFF+8 offset, OFF+16 bytes, OFF = 1) and wait until a reader sets OFF+24
+           (default timeout 600000 ms); then free the pages
+  sum      wait for the mailbox at OFF, checksum the run it names, print
+           offset=0x.. checksum=0x.. bytes=N ns=T, and set OFF+24
+  touch    one u64 per stride (default 4096) over BYTES from OFF, read or written;
+           prints pages=N ns=T ns_per_page=X
+  hold     map the page of OFF, store VALUE there if --write, print holding, sleep
+           S seconds (default 3600) without touching it again";
 
 /// Default `-c`.
 pub const DEFAULT_COUNT: u32 = 4;
@@ -40,7 +83,66 @@ pub const DEFAULT_SIZE: usize = 56;
 pub enum Command {
     Nodes,
     Ping(PingArgs),
+    Mem(MemCommand),
     Help,
+}
+
+/// Default `mem wait --timeout-ms`.
+pub const DEFAULT_WAIT_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default timeout of the other `mem` waits (counter barriers, fill and sum mailboxes).
+pub const DEFAULT_LONG_TIMEOUT: Duration = Duration::from_secs(600);
+/// Default `mem touch --stride`.
+pub const DEFAULT_STRIDE: u64 = 4096;
+/// Default `mem hold --seconds`.
+pub const DEFAULT_HOLD_SECONDS: u64 = 3600;
+/// Bytes of the `counter` block and of the mailbox (four u64, in one page).
+pub const BLOCK_LEN: u64 = 32;
+/// The window's page size (the layouts above must not cross one).
+pub const PAGE: u64 = 4096;
+
+/// `offload mem ...`: every offset is a window offset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MemCommand {
+    Info,
+    Read {
+        off: u64,
+    },
+    Write {
+        off: u64,
+        value: u64,
+    },
+    Wait {
+        off: u64,
+        value: u64,
+        timeout: Duration,
+    },
+    Counter {
+        off: u64,
+        iters: u64,
+        parties: u64,
+        timeout: Duration,
+    },
+    Fill {
+        bytes: u64,
+        seed: u64,
+        mailbox: u64,
+        timeout: Duration,
+    },
+    Sum {
+        mailbox: u64,
+        timeout: Duration,
+    },
+    Touch {
+        off: u64,
+        bytes: u64,
+        write: bool,
+        stride: u64,
+    },
+    Hold {
+        off: u64,
+        write: Option<u64>,
+        seconds: u64,
+    },
 }
 
 /// Arguments of `offload ping`.
@@ -74,6 +176,8 @@ pub enum UsageError {
     },
     #[error("ping needs a NODE (a name or an index)")]
     NoTarget,
+    #[error("{0}")]
+    Missing(String),
 }
 
 /// Parses the arguments after the program name.
@@ -88,6 +192,7 @@ pub fn parse<S: AsRef<str>>(args: &[S]) -> Result<Command, UsageError> {
             Some(a) => Err(UsageError::Unexpected(a.to_string())),
         },
         "ping" => parse_ping(rest).map(Command::Ping),
+        "mem" => parse_mem(rest).map(Command::Mem),
         "help" | "-h" | "--help" => Ok(Command::Help),
         other => Err(UsageError::UnknownCommand(other.to_string())),
     }
@@ -126,6 +231,289 @@ fn parse_ping(args: &[&str]) -> Result<PingArgs, UsageError> {
     }
     p.target = target.ok_or(UsageError::NoTarget)?;
     Ok(p)
+}
+
+/// Arguments of a `mem` subcommand: positionals and `--option [value]` pairs.
+struct MemArgs<'a> {
+    command: &'static str,
+    positional: Vec<&'a str>,
+    options: Vec<(&'a str, &'a str)>,
+}
+
+impl<'a> MemArgs<'a> {
+    /// Splits `args`; `flags` take no value, `valued` take one (`--opt V` or `--opt=V`).
+    fn split(
+        command: &'static str,
+        args: &[&'a str],
+        flags: &[&str],
+        valued: &[&str],
+    ) -> Result<Self, UsageError> {
+        let mut m = MemArgs {
+            command,
+            positional: Vec::new(),
+            options: Vec::new(),
+        };
+        let mut it = args.iter();
+        while let Some(&arg) = it.next() {
+            if !arg.starts_with("--") {
+                m.positional.push(arg);
+                continue;
+            }
+            let (name, attached) = match arg.split_once('=') {
+                Some((n, v)) => (n, Some(v)),
+                None => (arg, None),
+            };
+            if flags.contains(&name) && attached.is_none() {
+                m.options.push((name, ""));
+            } else if valued.contains(&name) {
+                let value = match attached {
+                    Some(v) => v,
+                    None => it
+                        .next()
+                        .copied()
+                        .ok_or_else(|| UsageError::MissingValue(name.to_string()))?,
+                };
+                m.options.push((name, value));
+            } else {
+                return Err(UsageError::UnknownOption(arg.to_string()));
+            }
+        }
+        Ok(m)
+    }
+
+    /// Exactly the positionals named in `names`.
+    fn positionals(&self, names: &[&str]) -> Result<Vec<&'a str>, UsageError> {
+        if let Some(extra) = self.positional.get(names.len()) {
+            return Err(UsageError::Unexpected(extra.to_string()));
+        }
+        if self.positional.len() < names.len() {
+            return Err(UsageError::Missing(format!(
+                "mem {} needs {}",
+                self.command,
+                names[self.positional.len()..].join(" ")
+            )));
+        }
+        Ok(self.positional.clone())
+    }
+
+    /// The last value given for `name`.
+    fn option(&self, name: &str) -> Option<&'a str> {
+        self.options
+            .iter()
+            .rev()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| *v)
+    }
+
+    fn has(&self, name: &str) -> bool {
+        self.options.iter().any(|(n, _)| *n == name)
+    }
+
+    fn required(&self, name: &str) -> Result<&'a str, UsageError> {
+        self.option(name)
+            .ok_or_else(|| UsageError::Missing(format!("mem {} needs {name}", self.command)))
+    }
+
+    fn timeout(&self, default: Duration) -> Result<Duration, UsageError> {
+        match self.option("--timeout-ms") {
+            None => Ok(default),
+            Some(v) => parse_value(v)
+                .map(Duration::from_millis)
+                .ok_or_else(|| bad("--timeout-ms", v, "milliseconds")),
+        }
+    }
+}
+
+/// A number: `0x` hex or decimal; with `suffix`, an optional K, M or G (powers of 1024).
+pub fn parse_number(s: &str, suffix: bool) -> Option<u64> {
+    let (digits, scale) = match s.as_bytes().last() {
+        Some(b'k' | b'K') if suffix => (&s[..s.len() - 1], 1u64 << 10),
+        Some(b'm' | b'M') if suffix => (&s[..s.len() - 1], 1 << 20),
+        Some(b'g' | b'G') if suffix => (&s[..s.len() - 1], 1 << 30),
+        _ => (s, 1),
+    };
+    let n = match digits
+        .strip_prefix("0x")
+        .or_else(|| digits.strip_prefix("0X"))
+    {
+        Some(hex) if !hex.is_empty() && !hex.starts_with('+') => {
+            u64::from_str_radix(hex, 16).ok()?
+        }
+        Some(_) => return None,
+        None if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) => {
+            digits.parse().ok()?
+        }
+        None => return None,
+    };
+    n.checked_mul(scale)
+}
+
+/// A window offset or size (suffixes allowed).
+fn parse_bytes(v: &str) -> Option<u64> {
+    parse_number(v, true)
+}
+
+/// A value to store or compare (no suffix).
+fn parse_value(v: &str) -> Option<u64> {
+    parse_number(v, false)
+}
+
+fn offset(what: &str, v: &str) -> Result<u64, UsageError> {
+    parse_bytes(v).ok_or_else(|| bad(what, v, "a window offset (hex 0x.. or decimal)"))
+}
+
+/// An offset of a u64: 8-byte aligned.
+fn word_offset(what: &str, v: &str) -> Result<u64, UsageError> {
+    let off = offset(what, v)?;
+    if off % 8 != 0 {
+        return Err(bad(what, v, "an 8-byte aligned offset"));
+    }
+    Ok(off)
+}
+
+/// The offset of a 32-byte block (counter, mailbox): aligned, inside one page.
+fn block_offset(what: &str, v: &str) -> Result<u64, UsageError> {
+    let off = word_offset(what, v)?;
+    if off % PAGE > PAGE - BLOCK_LEN {
+        return Err(bad(what, v, "an offset whose 32 bytes lie in one page"));
+    }
+    Ok(off)
+}
+
+fn value(what: &str, v: &str) -> Result<u64, UsageError> {
+    parse_value(v).ok_or_else(|| bad(what, v, "a u64 (hex 0x.. or decimal)"))
+}
+
+fn at_least_one(what: &str, v: &str, n: Option<u64>) -> Result<u64, UsageError> {
+    match n {
+        Some(n) if n >= 1 => Ok(n),
+        _ => Err(bad(what, v, "a number of at least 1")),
+    }
+}
+
+fn parse_mem(args: &[&str]) -> Result<MemCommand, UsageError> {
+    let Some((&sub, rest)) = args.split_first() else {
+        return Err(UsageError::Missing(
+            "mem needs a subcommand: info, read, write, wait, counter, fill, sum, touch, hold"
+                .into(),
+        ));
+    };
+    let split =
+        |command, flags: &[&str], valued: &[&str]| MemArgs::split(command, rest, flags, valued);
+    match sub {
+        "info" => {
+            split("info", &[], &[])?.positionals(&[])?;
+            Ok(MemCommand::Info)
+        }
+        "read" => {
+            let a = split("read", &[], &[])?;
+            let p = a.positionals(&["OFF"])?;
+            Ok(MemCommand::Read {
+                off: word_offset("OFF", p[0])?,
+            })
+        }
+        "write" => {
+            let a = split("write", &[], &[])?;
+            let p = a.positionals(&["OFF", "VALUE"])?;
+            Ok(MemCommand::Write {
+                off: word_offset("OFF", p[0])?,
+                value: value("VALUE", p[1])?,
+            })
+        }
+        "wait" => {
+            let a = split("wait", &[], &["--timeout-ms"])?;
+            let p = a.positionals(&["OFF", "VALUE"])?;
+            Ok(MemCommand::Wait {
+                off: word_offset("OFF", p[0])?,
+                value: value("VALUE", p[1])?,
+                timeout: a.timeout(DEFAULT_WAIT_TIMEOUT)?,
+            })
+        }
+        "counter" => {
+            let a = split("counter", &[], &["--iters", "--parties", "--timeout-ms"])?;
+            let p = a.positionals(&["OFF"])?;
+            let iters = a.required("--iters")?;
+            let parties = a.required("--parties")?;
+            Ok(MemCommand::Counter {
+                off: block_offset("OFF", p[0])?,
+                iters: at_least_one("--iters", iters, parse_value(iters))?,
+                parties: at_least_one("--parties", parties, parse_value(parties))?,
+                timeout: a.timeout(DEFAULT_LONG_TIMEOUT)?,
+            })
+        }
+        "fill" => {
+            let a = split(
+                "fill",
+                &[],
+                &["--bytes", "--seed", "--mailbox", "--timeout-ms"],
+            )?;
+            a.positionals(&[])?;
+            let bytes = a.required("--bytes")?;
+            Ok(MemCommand::Fill {
+                bytes: at_least_one("--bytes", bytes, parse_bytes(bytes))?,
+                seed: value("--seed", a.required("--seed")?)?,
+                mailbox: block_offset("--mailbox", a.required("--mailbox")?)?,
+                timeout: a.timeout(DEFAULT_LONG_TIMEOUT)?,
+            })
+        }
+        "sum" => {
+            let a = split("sum", &[], &["--mailbox", "--timeout-ms"])?;
+            a.positionals(&[])?;
+            Ok(MemCommand::Sum {
+                mailbox: block_offset("--mailbox", a.required("--mailbox")?)?,
+                timeout: a.timeout(DEFAULT_LONG_TIMEOUT)?,
+            })
+        }
+        "touch" => {
+            let a = split("touch", &["--read", "--write"], &["--stride"])?;
+            let p = a.positionals(&["OFF", "BYTES"])?;
+            let write = match (a.has("--read"), a.has("--write")) {
+                (true, false) => false,
+                (false, true) => true,
+                _ => {
+                    return Err(UsageError::Missing(
+                        "mem touch needs exactly one of --read and --write".into(),
+                    ))
+                }
+            };
+            let stride = match a.option("--stride") {
+                None => DEFAULT_STRIDE,
+                Some(v) => match parse_bytes(v) {
+                    Some(n) if n >= 8 && n % 8 == 0 => n,
+                    _ => return Err(bad("--stride", v, "a multiple of 8 bytes")),
+                },
+            };
+            Ok(MemCommand::Touch {
+                off: word_offset("OFF", p[0])?,
+                bytes: at_least_one("BYTES", p[1], parse_bytes(p[1]))?,
+                write,
+                stride,
+            })
+        }
+        "hold" => {
+            let a = split("hold", &[], &["--write", "--seconds"])?;
+            let p = a.positionals(&["OFF"])?;
+            let write = a
+                .option("--write")
+                .map(|v| value("--write", v))
+                .transpose()?;
+            let off = if write.is_some() {
+                word_offset("OFF", p[0])?
+            } else {
+                offset("OFF", p[0])?
+            };
+            let seconds = match a.option("--seconds") {
+                None => DEFAULT_HOLD_SECONDS,
+                Some(v) => parse_value(v).ok_or_else(|| bad("--seconds", v, "seconds"))?,
+            };
+            Ok(MemCommand::Hold {
+                off,
+                write,
+                seconds,
+            })
+        }
+        other => Err(UsageError::UnknownCommand(format!("mem {other}"))),
+    }
 }
 
 fn bad(option: &str, value: &str, why: &'static str) -> UsageError {
@@ -227,6 +615,180 @@ mod tests {
     #[test]
     fn the_help_starts_with_the_synopsis() {
         assert!(USAGE.starts_with(SYNOPSIS));
+    }
+
+    fn mem(args: &[&str]) -> Result<MemCommand, UsageError> {
+        let mut all = vec!["mem"];
+        all.extend_from_slice(args);
+        match parse(&all)? {
+            Command::Mem(m) => Ok(m),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn numbers_take_hex_decimal_and_suffixes() {
+        assert_eq!(parse_number("0x1000", true), Some(4096));
+        assert_eq!(parse_number("0X10", false), Some(16));
+        assert_eq!(parse_number("4096", false), Some(4096));
+        assert_eq!(parse_number("4K", true), Some(4096));
+        assert_eq!(parse_number("128M", true), Some(128 << 20));
+        assert_eq!(parse_number("0x10k", true), Some(16 << 10));
+        assert_eq!(parse_number("1g", true), Some(1 << 30));
+        assert_eq!(parse_number("4K", false), None);
+        assert_eq!(parse_number("18446744073709551615", false), Some(u64::MAX));
+        assert_eq!(parse_number("17179869184G", true), None); // 2^64: overflows
+        for bad in ["", "0x", "K", "-1", "+1", "0x+1", "1.5", " 1", "0xg"] {
+            assert_eq!(parse_number(bad, true), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn mem_subcommands() {
+        assert_eq!(mem(&["info"]), Ok(MemCommand::Info));
+        assert_eq!(mem(&["read", "0x8"]), Ok(MemCommand::Read { off: 8 }));
+        assert_eq!(
+            mem(&["write", "128M", "0x2a"]),
+            Ok(MemCommand::Write {
+                off: 128 << 20,
+                value: 42
+            })
+        );
+        assert_eq!(
+            mem(&["wait", "16", "7"]),
+            Ok(MemCommand::Wait {
+                off: 16,
+                value: 7,
+                timeout: DEFAULT_WAIT_TIMEOUT
+            })
+        );
+        assert_eq!(
+            mem(&["wait", "--timeout-ms=250", "16", "7"]),
+            Ok(MemCommand::Wait {
+                off: 16,
+                value: 7,
+                timeout: Duration::from_millis(250)
+            })
+        );
+        assert_eq!(
+            mem(&["counter", "0x1000", "--iters", "1000", "--parties", "2"]),
+            Ok(MemCommand::Counter {
+                off: 4096,
+                iters: 1000,
+                parties: 2,
+                timeout: DEFAULT_LONG_TIMEOUT
+            })
+        );
+        assert_eq!(
+            mem(&[
+                "fill",
+                "--bytes",
+                "1M",
+                "--seed",
+                "7",
+                "--mailbox",
+                "0x7fff000"
+            ]),
+            Ok(MemCommand::Fill {
+                bytes: 1 << 20,
+                seed: 7,
+                mailbox: 0x7fff000,
+                timeout: DEFAULT_LONG_TIMEOUT
+            })
+        );
+        assert_eq!(
+            mem(&["sum", "--mailbox=4064", "--timeout-ms", "5"]),
+            Ok(MemCommand::Sum {
+                mailbox: 4064,
+                timeout: Duration::from_millis(5)
+            })
+        );
+        assert_eq!(
+            mem(&["touch", "0", "64M", "--write"]),
+            Ok(MemCommand::Touch {
+                off: 0,
+                bytes: 64 << 20,
+                write: true,
+                stride: 4096
+            })
+        );
+        assert_eq!(
+            mem(&["touch", "--read", "--stride", "64", "8", "1K"]),
+            Ok(MemCommand::Touch {
+                off: 8,
+                bytes: 1024,
+                write: false,
+                stride: 64
+            })
+        );
+        assert_eq!(
+            mem(&["hold", "0x1001"]),
+            Ok(MemCommand::Hold {
+                off: 0x1001,
+                write: None,
+                seconds: DEFAULT_HOLD_SECONDS
+            })
+        );
+        assert_eq!(
+            mem(&["hold", "0x1000", "--write", "5", "--seconds", "0"]),
+            Ok(MemCommand::Hold {
+                off: 0x1000,
+                write: Some(5),
+                seconds: 0
+            })
+        );
+    }
+
+    #[test]
+    fn mem_usage_errors() {
+        let missing = |args: &[&str]| matches!(mem(args), Err(UsageError::Missing(_)));
+        assert!(missing(&[]));
+        assert!(missing(&["read"]));
+        assert!(missing(&["write", "0"]));
+        assert!(missing(&["counter", "0", "--iters", "1"]));
+        assert!(missing(&["fill", "--bytes", "1", "--seed", "1"]));
+        assert!(missing(&["sum"]));
+        assert!(missing(&["touch", "0", "4096"]));
+        assert!(missing(&["touch", "0", "4096", "--read", "--write"]));
+        assert_eq!(
+            mem(&["read"]).unwrap_err().to_string(),
+            "mem read needs OFF"
+        );
+        assert_eq!(
+            mem(&["frob"]),
+            Err(UsageError::UnknownCommand("mem frob".into()))
+        );
+        assert_eq!(mem(&["info", "x"]), Err(UsageError::Unexpected("x".into())));
+        assert_eq!(
+            mem(&["read", "0", "--bogus"]),
+            Err(UsageError::UnknownOption("--bogus".into()))
+        );
+        assert_eq!(
+            mem(&["wait", "0", "1", "--timeout-ms"]),
+            Err(UsageError::MissingValue("--timeout-ms".into()))
+        );
+        for bad in [
+            &["read", "4"][..], // unaligned u64
+            &["read", "x"],
+            &["write", "0", "1K"], // values take no suffix
+            &["write", "0", "-1"],
+            &["counter", "4072", "--iters", "1", "--parties", "1"], // crosses a page
+            &["counter", "0", "--iters", "0", "--parties", "1"],
+            &["counter", "0", "--iters", "1", "--parties", "0"],
+            &["fill", "--bytes", "0", "--seed", "1", "--mailbox", "0"],
+            &["sum", "--mailbox", "4"],
+            &["touch", "0", "0", "--read"],
+            &["touch", "0", "8", "--read", "--stride", "12"],
+            &["hold", "4", "--write", "1"],
+            &["hold", "0", "--seconds", "x"],
+            &["wait", "0", "1", "--timeout-ms", "1s"],
+        ] {
+            assert!(
+                matches!(mem(bad), Err(UsageError::BadValue { .. })),
+                "{bad:?}: {:?}",
+                mem(bad)
+            );
+        }
     }
 
     #[test]

@@ -1,13 +1,14 @@
-//! `/dev/offload`: opening it (telling "module not loaded" from "no device bound") and its
-//! three ioctls. Errors keep the errno the driver returned; [`crate::report`] turns them
-//! into messages that name the node concerned.
+//! `/dev/offload`: opening it (telling "module not loaded" from "no device bound"), its
+//! ioctls (nodes and ping: [`Offload`]; the memory window: [`WindowDevice`]) and the file
+//! the window is mapped from. Errors keep the errno the driver returned; [`crate::report`]
+//! turns them into messages that name the node concerned.
 
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::path::Path;
 
-use crate::abi::{self, NodeInfo, Peers, Ping};
+use crate::abi::{self, Alloc, Free, NodeInfo, Peers, Ping, WindowInfo};
 
 /// Where the driver's misc device appears (devtmpfs) while an offload device is bound.
 pub const DEVICE_PATH: &str = "/dev/offload";
@@ -48,6 +49,20 @@ pub trait Offload {
     /// `OFFLOAD_IOC_PING`: one round trip to `node` carrying `payload` (at most
     /// [`abi::PING_MAX`] bytes); returns the echoed bytes and the round-trip time in ns.
     fn ping(&self, node: u32, payload: &[u8]) -> Result<(Vec<u8>, u64), DeviceError>;
+}
+
+/// The memory window of `/dev/offload`, as a trait so the `mem` commands can be tested
+/// against a memfd standing in for the window.
+pub trait WindowDevice: Sync {
+    /// `OFFLOAD_IOC_WINDOW_INFO`: the window's geometry and this node's slice.
+    fn window_info(&self) -> Result<WindowInfo, DeviceError>;
+    /// `OFFLOAD_IOC_ALLOC`: `pages` contiguous zeroed pages of this node's slice, owned by
+    /// this open file; returns the window offset of the first.
+    fn alloc(&self, pages: u64) -> Result<u64, DeviceError>;
+    /// `OFFLOAD_IOC_FREE`: pages this file allocated.
+    fn free(&self, offset: u64, pages: u64) -> Result<(), DeviceError>;
+    /// The file to `mmap` (`MAP_SHARED`, the mmap offset is the window offset).
+    fn map_fd(&self) -> BorrowedFd<'_>;
 }
 
 /// An open `/dev/offload`.
@@ -126,6 +141,29 @@ impl Offload for Device {
     }
 }
 
+impl WindowDevice for Device {
+    fn window_info(&self) -> Result<WindowInfo, DeviceError> {
+        let mut info = WindowInfo::default();
+        self.ioctl("WINDOW_INFO", abi::IOC_WINDOW_INFO, &mut info)?;
+        Ok(info)
+    }
+
+    fn alloc(&self, pages: u64) -> Result<u64, DeviceError> {
+        let mut a = Alloc { pages, offset: 0 };
+        self.ioctl("ALLOC", abi::IOC_ALLOC, &mut a)?;
+        Ok(a.offset)
+    }
+
+    fn free(&self, offset: u64, pages: u64) -> Result<(), DeviceError> {
+        let mut f = Free { offset, pages };
+        self.ioctl("FREE", abi::IOC_FREE, &mut f)
+    }
+
+    fn map_fd(&self) -> BorrowedFd<'_> {
+        self.file.as_fd()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -150,5 +188,8 @@ mod tests {
         let dev = Device::open_at(Path::new("/dev/null"), Path::new("/")).unwrap();
         let err = dev.node_info().unwrap_err();
         assert_eq!(err.errno(), Some(libc::ENOTTY));
+        assert_eq!(dev.window_info().unwrap_err().errno(), Some(libc::ENOTTY));
+        assert_eq!(dev.alloc(1).unwrap_err().errno(), Some(libc::ENOTTY));
+        assert_eq!(dev.free(0, 1).unwrap_err().errno(), Some(libc::ENOTTY));
     }
 }

@@ -84,6 +84,25 @@ pub fn common_error(errno: i32) -> String {
     }
 }
 
+/// What an errno from a window ioctl or an mmap of the window means.
+pub fn window_error(errno: i32) -> String {
+    match errno {
+        libc::EOPNOTSUPP => "this VM has no memory window (the monitor offers none, or \
+                             offload.ko could not use it: see dmesg)"
+            .into(),
+        _ => common_error(errno),
+    }
+}
+
+/// What an errno from `OFFLOAD_IOC_ALLOC` of `pages` pages means.
+pub fn alloc_error(errno: i32, pages: u64) -> String {
+    match errno {
+        libc::ENOMEM => format!("no free run of {pages} pages in this node's slice"),
+        libc::EINVAL => format!("cannot allocate {pages} pages: more than this node's slice"),
+        _ => window_error(errno),
+    }
+}
+
 /// Round-trip times of a ping run.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Summary {
@@ -175,6 +194,13 @@ mod tests {
         assert_eq!(ping_error(libc::EINTR, "b"), "interrupted");
         assert!(common_error(libc::EIO).contains("dmesg"));
         assert!(common_error(libc::EPERM).contains("not permitted"));
+        assert!(window_error(libc::EOPNOTSUPP).starts_with("this VM has no memory window"));
+        assert_eq!(
+            alloc_error(libc::ENOMEM, 3),
+            "no free run of 3 pages in this node's slice"
+        );
+        assert!(alloc_error(libc::EOPNOTSUPP, 3).contains("no memory window"));
+        assert_eq!(alloc_error(libc::EINTR, 3), "interrupted");
     }
 
     #[test]

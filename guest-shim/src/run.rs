@@ -23,6 +23,9 @@ pub enum RunError {
     IsSelf(String),
     #[error("{0}")]
     Ping(String),
+    /// A `mem` subcommand failed (the message says why).
+    #[error("{0}")]
+    Mem(String),
     #[error("cannot write the output: {0}")]
     Output(#[from] std::io::Error),
 }

@@ -1,4 +1,5 @@
-//! The `offload` command (runs inside the guest): `offload nodes`, `offload ping NODE`.
+//! The `offload` command (runs inside the guest): `offload nodes`, `offload ping NODE`,
+//! `offload mem ...` (the memory window).
 //! Exit status: 0 on success (for ping: every reply came back intact), 1 on failure,
 //! 2 on bad usage. Built statically by images/build.sh into build/guest-bin/offload.
 
@@ -7,9 +8,18 @@ use std::process::ExitCode;
 
 use guest_shim::cli::{self, Command, SYNOPSIS, USAGE};
 use guest_shim::device::Device;
+use guest_shim::mem;
 use guest_shim::run::{self, RunError};
 
 fn main() -> ExitCode {
+    // std's runtime handles SIGBUS (stack overflow detection): for a SIGBUS it did not cause
+    // it resets the handler and returns, so the asynchronous SIGBUS offload.ko sends to the
+    // processes that map lost window pages would be survived once. This command must die of
+    // it, as a C program would.
+    // SAFETY: restores the default disposition of one signal; no handler of ours involved.
+    unsafe {
+        libc::signal(libc::SIGBUS, libc::SIG_DFL);
+    }
     let args: Vec<String> = std::env::args().skip(1).collect();
     let command = match cli::parse(&args) {
         Ok(c) => c,
@@ -44,6 +54,10 @@ fn execute(command: Command) -> Result<bool, RunError> {
             true
         }
         Command::Ping(args) => run::ping(&Device::open()?, &args, &mut out)?.all_received(),
+        Command::Mem(cmd) => {
+            mem::run(&Device::open()?, &cmd, &mut out)?;
+            true
+        }
     };
     out.flush()?;
     Ok(ok)
