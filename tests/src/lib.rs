@@ -290,8 +290,10 @@ impl Harness {
         let mut stderr = child.stderr.take().context("qemu stderr")?;
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line.replace('\r', "")).is_err() {
+            // Bytes, not `lines()`: a guest can print invalid UTF-8, which must not end the log.
+            for line in BufReader::new(stdout).split(b'\n').map_while(Result::ok) {
+                let line = String::from_utf8_lossy(&line).replace('\r', "");
+                if tx.send(line).is_err() {
                     break;
                 }
             }
