@@ -252,14 +252,15 @@ impl Harness {
         })
     }
 
-    /// Boots the emulated host; if its own kernel crashes (the QEMU TCG nested-SVM defect in
-    /// PLATFORM notes: `BUG: TASK stack guard page was hit` in a vCPU thread), says so and
-    /// boots it once more. A script that fails is never retried.
+    /// Boots the emulated host; if it ends without the script's status (its own kernel
+    /// crashed — the QEMU TCG nested-SVM defect: `BUG: TASK stack guard page was hit` in a vCPU
+    /// thread — or it hung silently), says so and boots it once more. A script that fails (has
+    /// a status) is never retried; a real hang of ours hangs the second time too.
     fn run_emulated(&self, script: &str, opts: &RunOpts, dir: &Path) -> Result<RunResult> {
         match self.boot_emulated(script, opts, dir, &[]) {
-            Err(e) if host_kernel_crashed(&format!("{e:#}")) => {
+            Err(e) if host_ended_without_status(&format!("{e:#}")) => {
                 eprintln!(
-                    "[testhost] {}: the test host's kernel crashed (emulated-host defect); \
+                    "[testhost] {}: the test host crashed or hung (emulated-host defect?); \
                      retrying once. First attempt: {e:#}",
                     opts.name
                 );
@@ -457,6 +458,11 @@ impl Harness {
     }
 }
 
+/// Whether a failed run ended without the script's status (crash or hang of the test host).
+fn host_ended_without_status(report: &str) -> bool {
+    report.contains("test host ended without a status")
+}
+
 /// Whether a failed run's report shows the test host's own kernel crashing (before or around
 /// the script; the script's status never came).
 fn host_kernel_crashed(report: &str) -> bool {
@@ -555,7 +561,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_host_kernel_crashes_are_retried() {
+    fn host_crashes_and_hangs_are_told_apart_from_failures() {
         assert!(host_kernel_crashed(
             "test host ended without a status (qemu signal: 9)\n[ 9.5] BUG: TASK stack guard page was hit"
         ));
@@ -563,6 +569,10 @@ mod tests {
             "test host ended without a status (timeout)"
         ));
         assert!(!host_kernel_crashed("a-status=125 BUG: in the guest"));
+        assert!(host_ended_without_status(
+            "test host ended without a status (timeout)"
+        ));
+        assert!(!host_ended_without_status("script exit status 1"));
     }
 
     #[test]

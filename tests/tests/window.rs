@@ -7,7 +7,7 @@ use offload_tests::{Harness, RunOpts};
 fn opts(name: &str) -> RunOpts {
     RunOpts {
         name: name.into(),
-        timeout: Some(std::time::Duration::from_secs(1500)),
+        timeout: Some(std::time::Duration::from_secs(600)),
         ..Default::default()
     }
 }
