@@ -264,6 +264,8 @@ impl Harness {
                      retrying once. First attempt: {e:#}",
                     opts.name
                 );
+                // Keep the first attempt's console for diagnosis.
+                let _ = fs::rename(dir.join("console.log"), dir.join("console-attempt1.log"));
                 self.boot_emulated(script, opts, dir, &[])
             }
             r => r,
