@@ -82,3 +82,18 @@ pub fn parse_blocks(output: &str, prefix: &str) -> Vec<Block> {
     }
     blocks
 }
+
+/// The number after `key` (e.g. `median_us=`) on the first output line starting with `prefix`.
+pub fn field(output: &str, prefix: &str, key: &str) -> Option<f64> {
+    let line = output.lines().find(|l| l.starts_with(prefix))?;
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(key))
+        .and_then(|v| v.parse().ok())
+}
+
+/// The median of the first `offload ping` summary (`... min/median/max = A/B/C ms`) in `output`.
+pub fn ping_median_ms(output: &str) -> Option<f64> {
+    let line = output.lines().find(|l| l.contains("min/median/max"))?;
+    let nums = line.rsplit('=').next()?.trim().trim_end_matches(" ms");
+    nums.split('/').nth(1)?.trim().parse().ok()
+}

@@ -17,7 +17,7 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use offload_tests::bench::{self, parse_blocks, Block};
+use offload_tests::bench::{self, field, parse_blocks, ping_median_ms, Block};
 use offload_tests::{Harness, RunOpts};
 
 /// Region offsets in a's slice (window offsets): two 4 MiB regions, the fill mailbox.
@@ -74,20 +74,6 @@ grep checksum= /tmp/a.log | sed 's/^/fill: /'
 sed 's/^/a-stats: /' /tmp/a.stats; sed 's/^/b-stats: /' /tmp/b.stats
 "#
     )
-}
-
-/// The value of `key=` on the first output line starting with `prefix`.
-fn field(output: &str, prefix: &str, key: &str) -> Option<f64> {
-    let line = output.lines().find(|l| l.starts_with(prefix))?;
-    line.split_whitespace()
-        .find_map(|w| w.strip_prefix(key))
-        .and_then(|v| v.trim_start_matches("0x").parse().ok())
-}
-
-fn ping_median_ms(output: &str) -> Option<f64> {
-    let line = output.lines().find(|l| l.starts_with("ping: "))?;
-    let nums = line.rsplit('=').next()?.trim().trim_end_matches(" ms");
-    nums.split('/').nth(1)?.trim().parse().ok()
 }
 
 /// Difference of `key` between snapshot blocks `i` and `i + 1`.

@@ -12,7 +12,7 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use offload_tests::bench::{self, parse_blocks, Block};
+use offload_tests::bench::{self, field, parse_blocks, ping_median_ms, Block};
 use offload_tests::{Harness, RunOpts};
 
 const SIZE: usize = 56;
@@ -70,25 +70,12 @@ fn per_ping(blocks: &[Block], pings: f64) -> Result<Block> {
     Ok(out)
 }
 
-fn field(output: &str, prefix: &str, name: &str) -> Option<f64> {
-    let line = output.lines().find(|l| l.starts_with(prefix))?;
-    line.split_whitespace()
-        .find_map(|w| w.strip_prefix(name))
-        .and_then(|v| v.parse().ok())
-}
-
-fn guest_median_ms(output: &str) -> Option<f64> {
-    let line = output.lines().find(|l| l.contains("min/median/max"))?;
-    let nums = line.rsplit('=').next()?.trim().trim_end_matches(" ms");
-    nums.split('/').nth(1)?.trim().parse().ok()
-}
-
 fn report(output: &str, count: usize, host: &str) -> Result<String> {
     if !output.contains("a-status=0") || !output.contains("b-status=0") {
         bail!("a monitor or guest failed:\n{output}");
     }
     let tcp_us = field(output, "tcpecho:", "median_us=").context("no TCP echo result")?;
-    let guest_ms = guest_median_ms(output).context("no guest ping summary")?;
+    let guest_ms = ping_median_ms(output).context("no guest ping summary")?;
     let mut r = String::new();
     writeln!(
         r,
@@ -177,7 +164,7 @@ mod tests {
     #[test]
     fn guest_summary_is_parsed() {
         let out = "guest-ping: 200 sent, 200 received, min/median/max = 7.9/14.3/22.2 ms\n";
-        assert_eq!(guest_median_ms(out), Some(14.3));
+        assert_eq!(ping_median_ms(out), Some(14.3));
         assert_eq!(
             field("tcpecho: n=1 median_us=120 x", "tcpecho:", "median_us="),
             Some(120.0)
