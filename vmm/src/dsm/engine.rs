@@ -246,7 +246,7 @@ impl Dsm {
             let r = if p.populated {
                 self.uffd.write_protect(addr, false).map_err(failed)
             } else {
-                self.install(addr, &ZERO_PAGE, false)
+                self.install(p.page, addr, &ZERO_PAGE, false)
             };
             if let Err(Exec::Failed(e)) = r {
                 log::error!("dsm: cannot release lost page {}: {e}", p.page);
@@ -469,7 +469,7 @@ impl Dsm {
                 if src == InstallSrc::Message {
                     self.counters.add(C_IN, 1);
                 }
-                self.install(addr, bytes, access == Want::Read)?;
+                self.install(page, addr, bytes, access == Want::Read)?;
             }
             Action::Protect { access } => self
                 .uffd
@@ -492,7 +492,7 @@ impl Dsm {
         Ok(())
     }
 
-    fn install(&self, addr: u64, bytes: &[u8], wp: bool) -> Result<(), Exec> {
+    fn install(&self, page: PageNo, addr: u64, bytes: &[u8], wp: bool) -> Result<(), Exec> {
         // SAFETY: `bytes` is a live slice of exactly PAGE_SIZE bytes (checked by the caller).
         let r = unsafe { self.uffd.copy(addr, bytes.as_ptr(), wp) };
         match r {
@@ -500,7 +500,6 @@ impl Dsm {
                 // Should not happen (the protocol only installs unpopulated pages); replace
                 // the page so that the protocol's view holds.
                 log::warn!("dsm: page at {addr:#x} was already populated; replacing it");
-                let page = self.mem.page_of(addr).unwrap_or_default();
                 self.mem
                     .discard(page)
                     .map_err(|e| Exec::Failed(e.to_string()))?;
