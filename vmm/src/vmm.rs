@@ -157,7 +157,10 @@ impl Vmm {
         let reset_evt = evt()?;
         let exit_evt = evt()?;
         let status = GuestStatus::default();
-        let (pio, serial, drained_evt) = build_devices(&vm, &reset_evt, io.output, &status)?;
+        // Set by the i8042 on reset (so no vCPU re-enters the guest) and when the VM ends.
+        let stop = Arc::new(AtomicBool::new(false));
+        let (pio, serial, drained_evt) =
+            build_devices(&vm, (&reset_evt, &stop), io.output, &status)?;
         let pio = Arc::new(pio);
         let cluster = io.cluster.unwrap_or_else(|| Box::new(NoCluster));
         let (mmio, mut offload) = build_offload(&vm, &mem, config, cluster)?;
@@ -186,7 +189,6 @@ impl Vmm {
             })?;
             vcpus.push(v);
         }
-        let stop = Arc::new(AtomicBool::new(false));
         let (report_tx, report_rx) = channel();
         let probe = Arc::new(StatsProbe {
             start,
@@ -236,10 +238,11 @@ impl Vmm {
     }
 }
 
-/// Creates the port-I/O devices: the console UART (with its irqfd) and the i8042.
+/// Creates the port-I/O devices: the console UART (with its irqfd) and the i8042, whose reset
+/// raises the vCPU stop flag and writes the reset event.
 fn build_devices(
     vm: &Vm,
-    reset_evt: &EventFd,
+    (reset_evt, halt): (&EventFd, &Arc<AtomicBool>),
     output: Box<dyn Write + Send>,
     status: &GuestStatus,
 ) -> Result<(Bus, Arc<Mutex<SerialDevice>>, EventFd), VmmError> {
@@ -256,6 +259,7 @@ fn build_devices(
     )));
     let i8042 = Arc::new(Mutex::new(I8042::new(
         reset_evt.try_clone().map_err(VmmError::EventFd)?,
+        halt.clone(),
     )));
     let mut pio = Bus::new();
     pio.insert(serial.clone(), COM1_BASE, COM1_LEN)?;
@@ -342,12 +346,8 @@ fn run_event_loop(
     }
     loop {
         manager.run_with_timeout(100).map_err(VmmError::EventLoop)?;
-        if let Ok(report) = reports.try_recv() {
-            return Ok(ExitReason::Vcpu {
-                id: report.id,
-                stop: report.stop,
-            });
-        }
+        // A reset or stop seen in the same round wins over a vCPU report: what a vCPU does
+        // after the guest asked for its reset is not a failure of the VM.
         if let Some(reason) = watcher
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -355,6 +355,12 @@ fn run_event_loop(
             .clone()
         {
             return Ok(reason);
+        }
+        if let Ok(report) = reports.try_recv() {
+            return Ok(ExitReason::Vcpu {
+                id: report.id,
+                stop: report.stop,
+            });
         }
     }
 }

@@ -1,6 +1,9 @@
 //! The i8042 keyboard controller, reduced to the CPU-reset command guests use to reboot
 //! (`reboot=k`), and an eventfd-backed trigger for vm-superio devices.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
 use vm_superio::{I8042Device, Trigger};
 use vmm_sys_util::eventfd::EventFd;
 
@@ -22,16 +25,39 @@ impl Trigger for EventFdTrigger {
     }
 }
 
-/// The i8042 on the port bus; a reset command signals the VM's exit event.
+/// The trigger behind the i8042's reset line: it raises the VM-wide vCPU stop flag before it
+/// signals the monitor, so the vCPU that asked for the reset never re-enters the guest. A guest
+/// that keeps running after its reset request goes on to other reset methods (BIOS jump, triple
+/// fault) that would otherwise race the monitor's orderly stop and turn a clean power-off into
+/// a vCPU failure.
+pub struct ResetTrigger {
+    evt: EventFd,
+    halt: Arc<AtomicBool>,
+}
+
+impl Trigger for ResetTrigger {
+    type E = std::io::Error;
+
+    fn trigger(&self) -> std::io::Result<()> {
+        self.halt.store(true, Ordering::Release);
+        self.evt.write(1)
+    }
+}
+
+/// The i8042 on the port bus; a reset command halts the vCPUs and signals the VM's reset event.
 pub struct I8042 {
-    inner: I8042Device<EventFdTrigger>,
+    inner: I8042Device<ResetTrigger>,
 }
 
 impl I8042 {
-    /// A controller that writes to `reset_evt` when the guest asks for a CPU reset.
-    pub fn new(reset_evt: EventFd) -> Self {
+    /// A controller that sets `halt` and writes to `reset_evt` when the guest asks for a CPU
+    /// reset.
+    pub fn new(reset_evt: EventFd, halt: Arc<AtomicBool>) -> Self {
         Self {
-            inner: I8042Device::new(EventFdTrigger(reset_evt)),
+            inner: I8042Device::new(ResetTrigger {
+                evt: reset_evt,
+                halt,
+            }),
         }
     }
 }
@@ -61,10 +87,16 @@ mod tests {
     #[test]
     fn reset_command_signals_the_event() {
         let evt = EventFd::new(libc::EFD_NONBLOCK).unwrap();
-        let mut dev = I8042::new(evt.try_clone().unwrap());
+        let halt = Arc::new(AtomicBool::new(false));
+        let mut dev = I8042::new(evt.try_clone().unwrap(), halt.clone());
         dev.write(0, &[0xfe]);
         assert!(evt.read().is_err(), "a data-port write must not reset");
+        assert!(!halt.load(Ordering::Acquire));
         dev.write(4, &[0xfe]);
+        assert!(
+            halt.load(Ordering::Acquire),
+            "the vCPUs must stop before the monitor wakes"
+        );
         assert_eq!(evt.read().unwrap(), 1);
         let mut b = [0xaa; 2];
         dev.read(4, &mut b);
