@@ -163,6 +163,7 @@ fn run() -> Result<()> {
         files,
         timeout: Some(Duration::from_secs(120 + 120 * u64::from(runs))),
         name: "bench-boot".into(),
+        ..Default::default()
     };
     let r = h.run(&script(runs), &opts)?;
     if r.status != 0 || r.output.contains("bench error") {

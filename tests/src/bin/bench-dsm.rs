@@ -14,8 +14,8 @@
 //! Usage: `bench-dsm [--mib N] [--out FILE]` (defaults: 64 MiB region, build/bench/dsm.txt).
 //!
 //! In the emulated test host an L2 guest sometimes triple-faults on its own (also while booting,
-//! with no window traffic at all: docs/dsm.md); a run that ends that way is repeated, at most
-//! [`ATTEMPTS`] times, and the report says how many runs it took.
+//! with no window traffic at all: docs/dsm.md); a run that ends that way is repeated (at most 4
+//! runs), and the report says how many runs it took.
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -36,8 +36,6 @@ const MAILBOX: &str = "0x7fff000";
 const FLAG: &str = "0x7ffe000";
 /// The runs: without prefetch, then with 8 pages prefetched per remote read fault.
 const PREFETCH: [u64; 2] = [0, 8];
-/// Runs per prefetch setting before giving up on guest triple faults.
-const ATTEMPTS: u32 = 4;
 
 fn script(mib: u64, prefetch: u64) -> String {
     let small = format!("{}K", small_kib(mib));
@@ -161,11 +159,12 @@ fn run() -> Result<()> {
     let opts = RunOpts {
         timeout: Some(Duration::from_secs(1200 + 20 * mib)),
         name: "bench-dsm".into(),
+        triple_fault_retries: Some(3),
         ..Default::default()
     };
     let mut text = String::new();
     for prefetch in PREFETCH {
-        let (r, attempt) = run_until_no_triple_fault(&h, &script(mib, prefetch), &opts)?;
+        let r = h.run(&script(mib, prefetch), &opts)?;
         if text.is_empty() {
             writeln!(
                 text,
@@ -176,31 +175,12 @@ fn run() -> Result<()> {
         text.push_str(&report(&r.output, mib, prefetch)?);
         writeln!(
             text,
-            "runs needed: {attempt} ({} ended by a guest triple fault)\n",
-            attempt - 1
+            "runs needed: {} ({} ended by a guest triple fault)\n",
+            r.attempts,
+            r.attempts - 1
         )?;
     }
     bench::write_results(&out, &text, "bench-dsm")
-}
-
-/// Runs `script`, again when a guest triple-faulted in the emulated host (at most [`ATTEMPTS`]
-/// runs); any other failure is reported by [`report`] on the returned output.
-fn run_until_no_triple_fault(
-    h: &Harness,
-    script: &str,
-    opts: &RunOpts,
-) -> Result<(offload_tests::RunResult, u32)> {
-    let mut attempt = 1;
-    loop {
-        let r = h.run(script, opts)?;
-        let crashed =
-            r.host == offload_tests::HostKind::Emulated && r.output.contains(": triple fault");
-        if !crashed || attempt == ATTEMPTS {
-            return Ok((r, attempt));
-        }
-        eprintln!("[bench-dsm] run {attempt}: a guest triple-faulted in the emulated host; again");
-        attempt += 1;
-    }
 }
 
 fn main() -> std::process::ExitCode {

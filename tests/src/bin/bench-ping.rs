@@ -133,6 +133,7 @@ fn run() -> Result<()> {
         files: vec![],
         timeout: Some(Duration::from_secs(600 + count as u64)),
         name: "bench-ping".into(),
+        ..Default::default()
     };
     let r = h.run(&script(count), &opts)?;
     let text = report(&r.output, count, &r.host.to_string())?;

@@ -15,6 +15,8 @@ fn run() -> Result<i32> {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     let mut opts = RunOpts {
         name: "testhost".into(),
+        // An experiment wants to see a guest's triple fault, not a second run.
+        triple_fault_retries: Some(0),
         ..Default::default()
     };
     while let (Some(opt), Some(value)) = (args.first(), args.get(1)) {
