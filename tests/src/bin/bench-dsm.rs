@@ -73,6 +73,7 @@ for phase in read upgrade own sum ping end; do
 done
 wait $B; echo "b-status=$?"
 wait $A; echo "a-status=$?"
+grep -h 'failed on vCPU' /tmp/a.log /tmp/b.log
 grep -E '^(read|upgrade|own|sum|ping): ' /tmp/b.log
 grep checksum= /tmp/a.log | sed 's/^/fill: /'
 sed 's/^/a-stats: /' /tmp/a.stats; sed 's/^/b-stats: /' /tmp/b.stats
