@@ -3,9 +3,11 @@
  * chardev.c: /dev/offload, the misc device offload.ko registers while an offload device is
  * bound, and its ioctls (offload_abi.h): NODE_INFO, PEERS and PING each build one request,
  * sleep until the device answers (offload_req_call) and copy the answer to user space;
- * WINDOW_INFO, ALLOC and FREE are window.c's, mmap is winmap.c's. Each open file has its
- * own struct offload_file (the window runs it allocated) and holds a reference on the
- * device state, so it outlives a removed device; its ioctls then fail with -ENODEV.
+ * WINDOW_INFO, ALLOC and FREE are window.c's, mmap is winmap.c's; SYSCALL is syscall.c's,
+ * EXEC_WAIT and EXEC_DONE are exec.c's. Each open file has its own struct offload_file (the
+ * window runs it allocated, its executors and the calls handed to them) and holds a
+ * reference on the device state, so it outlives a removed device; its ioctls then fail
+ * with -ENODEV.
  */
 #include <linux/errno.h>
 #include <linux/fs.h>
@@ -144,6 +146,12 @@ static long offload_ioctl(struct file *file, unsigned int cmd, unsigned long arg
 		return offload_ioc_alloc(of, uarg);
 	case OFFLOAD_IOC_FREE:
 		return offload_ioc_free(of, uarg);
+	case OFFLOAD_IOC_SYSCALL:
+		return offload_ioc_syscall(od, uarg);
+	case OFFLOAD_IOC_EXEC_WAIT:
+		return offload_ioc_exec_wait(of, file, uarg);
+	case OFFLOAD_IOC_EXEC_DONE:
+		return offload_ioc_exec_done(of, uarg);
 	default:
 		return -ENOTTY;
 	}
@@ -165,6 +173,7 @@ static int offload_open(struct inode *inode, struct file *file)
 	of->od = od;
 	mutex_init(&of->lock);
 	INIT_LIST_HEAD(&of->allocs);
+	offload_exec_file_init(of);
 	err = offload_winmap_open(od, file);
 	if (err) {
 		kfree(of);
@@ -175,12 +184,16 @@ static int offload_open(struct inode *inode, struct file *file)
 	return nonseekable_open(inode, file);
 }
 
-/* The file's vmas are gone (they held it): its runs are freed, then its references. */
+/*
+ * The file's vmas are gone (they held it): its executors' calls are refused, its runs
+ * freed, then its references dropped.
+ */
 static int offload_release(struct inode *inode, struct file *file)
 {
 	struct offload_file *of = file->private_data;
 	struct offload_dev *od = of->od;
 
+	offload_exec_release(of);
 	offload_file_release_allocs(of);
 	offload_winmap_release(od);
 	mutex_destroy(&of->lock);

@@ -106,12 +106,15 @@ static int offload_find_vqs(struct offload_dev *od)
 	}
 	od->evt_target = min_t(unsigned int, OFFLOAD_EVENT_BUFS,
 			       virtqueue_get_vring_size(od->evt_vq));
+	od->ret_reserve = min_t(unsigned int, OFFLOAD_RET_RESERVE,
+				virtqueue_get_vring_size(od->req_vq) - OFFLOAD_MIN_REQ_QUEUE);
 	return 0;
 }
 
 /*
  * offload_quiesce: stop everything, in an order that leaves nothing running on the queues:
- * no new submissions or kicks (dead, set under both locks), device reset, buffers taken
+ * no new submissions or kicks (dead, set under both locks; executors waiting for calls
+ * woken: they return -ENODEV), device reset, buffers taken
  * back (requests failed with -ENODEV, event buffers freed), queues deleted (which waits for
  * a running interrupt handler), the event work cancelled (nothing can queue it now), and
  * the window's reap work waited for (its requests fail at once now; nothing queues it).
@@ -124,6 +127,7 @@ static void offload_quiesce(struct offload_dev *od)
 	spin_unlock_irq(&od->lock);
 	mutex_unlock(&od->evt_lock);
 	wake_up_all(&od->space_wq);
+	offload_exec_shutdown(od);
 
 	virtio_reset_device(od->vdev);
 	offload_req_shutdown(od);
@@ -143,7 +147,8 @@ static struct offload_dev *offload_dev_new(struct virtio_device *vdev)
 	get_device(&vdev->dev);
 	spin_lock_init(&od->lock);
 	init_waitqueue_head(&od->space_wq);
-	INIT_LIST_HEAD(&od->pending_pongs);
+	INIT_LIST_HEAD(&od->backlog);
+	offload_exec_init(od);
 	mutex_init(&od->evt_lock);
 	INIT_WORK(&od->evt_work, offload_evt_work);
 	atomic64_set(&od->next_tag, 0);

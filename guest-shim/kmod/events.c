@@ -5,8 +5,9 @@
  * context, under od->evt_lock) takes each filled buffer off the ring, checks it, acts on
  * it and posts it again: a PING_IN is answered by a PONG request carrying the event's
  * token and payload, with no user space involved; a PEER_STATE updates the node state
- * table; a PAGES_LOST goes to winmap.c (mark, zap, SIGBUS). The same work submits PONGs
- * that earlier found the request queue full.
+ * table; a PAGES_LOST goes to winmap.c (mark, zap, SIGBUS); a SYSCALL_IN goes to exec.c
+ * (queued for its executor, or answered at once). The same work submits the PONGs and
+ * SYSCALL_RETs that earlier found the request queue full.
  */
 #include <linux/errno.h>
 #include <linux/scatterlist.h>
@@ -129,6 +130,9 @@ static void offload_evt_handle(struct offload_dev *od, const void *buf, unsigned
 		offload_window_pages_lost(od, le32_to_cpu(ev->src_node), (const u8 *)(ev + 1),
 					  plen);
 		break;
+	case OFFLOAD_EVT_SYSCALL_IN:
+		offload_evt_syscall_in(od, ev, plen);
+		break;
 	default:
 		dev_warn_ratelimited(&od->vdev->dev, "unknown event type %u\n", type);
 		break;
@@ -148,7 +152,7 @@ void offload_evt_work(struct work_struct *work)
 	mutex_lock(&od->evt_lock);
 	if (READ_ONCE(od->dead))
 		goto out;
-	offload_pongs_flush(od);
+	offload_backlog_flush(od);
 	while (handled < OFFLOAD_EVT_BUDGET && (buf = virtqueue_get_buf(od->evt_vq, &len))) {
 		od->evt_posted--;
 		handled++;

@@ -5,13 +5,15 @@
  * rules, the memory window's state, and the functions each file provides (core.c:
  * probe/remove; request.c: request queue; events.c: event queue and PING_IN answers;
  * chardev.c: /dev/offload and its ioctls; window.c: the window's geometry, ALLOC/FREE and
- * the per-file allocations; winmap.c: mmap of the window and lost pages).
+ * the per-file allocations; winmap.c: mmap of the window and lost pages; syscall.c: the
+ * calling side of forwarded system calls; exec.c: their home side, the executors).
  * Locking and lifetimes are described in guest-shim/README.md.
  */
 #ifndef OFFLOAD_H
 #define OFFLOAD_H
 
 #include <linux/completion.h>
+#include <linux/hashtable.h>
 #include <linux/kref.h>
 #include <linux/list.h>
 #include <linux/miscdevice.h>
@@ -39,10 +41,13 @@
 #define OFFLOAD_REQ_WINDOW_INFO 5
 #define OFFLOAD_REQ_ALLOC 6
 #define OFFLOAD_REQ_FREE 7
+#define OFFLOAD_REQ_SYSCALL 8
+#define OFFLOAD_REQ_SYSCALL_RET 9
 
 #define OFFLOAD_EVT_PING_IN 1
 #define OFFLOAD_EVT_PEER_STATE 2
 #define OFFLOAD_EVT_PAGES_LOST 3
+#define OFFLOAD_EVT_SYSCALL_IN 4
 
 /* The window's page size (WINDOW_INFO must say so; the driver maps it with PAGE_SIZE pages). */
 #define OFFLOAD_WINDOW_PAGE 4096u
@@ -106,6 +111,22 @@ struct offload_wire_window_info {
 	__le32 node_index;
 } __packed;
 
+/* The call record of SYSCALL (request payload) and SYSCALL_IN (event payload), 64 bytes. */
+struct offload_wire_call {
+	__le32 node;
+	__le32 tid;
+	__le64 nr;
+	__le64 args[OFFLOAD_SYSCALL_ARGS];
+} __packed;
+
+/* SYSCALL_RET request payload, 24 bytes. */
+struct offload_wire_call_ret {
+	__le64 token;
+	__le32 status;	/* 0, or -ESRCH / -EBUSY: no executor ran the call */
+	__le32 reserved;
+	__le64 ret;
+} __packed;
+
 /* ---- Driver limits ---- */
 
 /* Event buffers kept posted (the contract asks for at least 16). */
@@ -113,8 +134,22 @@ struct offload_wire_window_info {
 #define OFFLOAD_EVENT_BUF_SIZE (sizeof(struct offload_wire_event) + OFFLOAD_MAX_PAYLOAD)
 /* Nodes whose state the driver tracks from PEER_STATE events. */
 #define OFFLOAD_MAX_NODES 64
-/* PONGs waiting for room in the request queue; beyond that a PING_IN is dropped. */
+/*
+ * PONGs waiting for room in the request queue; beyond that a PING_IN is dropped. SYSCALL_RETs
+ * are never dropped (a caller would wait for ever): their number is bounded by the calls the
+ * device has outstanding here.
+ */
 #define OFFLOAD_MAX_PENDING_PONGS 64
+/*
+ * Request descriptors SYSCALLs leave free (8 SYSCALL_RETs of 3 descriptors): with a ring of
+ * 256, at most 58 SYSCALLs are in flight per VM; more wait for room (killable). A smaller
+ * ring keeps room for one SYSCALL (4 descriptors) at least.
+ */
+#define OFFLOAD_RET_RESERVE 24
+/* Calls queued for one executor that is not waiting; beyond that: SYSCALL_RET -EBUSY. */
+#define OFFLOAD_EXEC_QUEUE_MAX 64
+/* Buckets of the executor table: 2^6. */
+#define OFFLOAD_EXEC_HASH_BITS 6
 /* State table value before the device said anything about a node. */
 #define OFFLOAD_STATE_UNKNOWN 0xff
 
@@ -179,14 +214,23 @@ struct offload_dev {
 
 	/*
 	 * lock (irq-safe; taken in the request callback) guards req_vq (add, get, kick,
-	 * detach), dead, space_gen, pending_pongs and win.reap.
+	 * detach), dead, space_gen, the backlog and win.reap.
 	 */
 	spinlock_t lock;
 	bool dead;			/* set by remove: no more submissions */
 	unsigned long space_gen;	/* bumped when request descriptors are freed */
 	wait_queue_head_t space_wq;	/* submitters waiting for descriptors */
-	struct list_head pending_pongs;	/* PONGs that found the request queue full */
-	unsigned int n_pending_pongs;
+	struct list_head backlog;	/* PONGs and SYSCALL_RETs that found the queue full */
+	unsigned int n_backlog;
+	unsigned int n_backlog_pongs;	/* of which PONGs (bounded) */
+	unsigned int ret_reserve;	/* descriptors SYSCALLs leave free (set at probe) */
+
+	/*
+	 * exec_lock (process context only) guards the executor table, every executor's queue
+	 * and every file's execs and handed lists (exec.c).
+	 */
+	spinlock_t exec_lock;
+	DECLARE_HASHTABLE(execs, OFFLOAD_EXEC_HASH_BITS);	/* struct offload_exec by tid */
 
 	/* evt_lock (a mutex: the event work sleeps) guards evt_vq and evt_posted. */
 	struct mutex evt_lock;
@@ -223,7 +267,7 @@ struct offload_dev {
 struct offload_req {
 	refcount_t ref;
 	struct completion done;
-	struct list_head link;	/* on pending_pongs, or on a local list at completion */
+	struct list_head link;	/* on the backlog, or on a local list at completion */
 	u64 tag;
 	int status;		/* after done: device status, or -EIO / -ENODEV from the driver */
 	u32 resp_len;		/* after done and status 0: validated response payload length */
@@ -247,11 +291,37 @@ static inline u8 *offload_req_in(struct offload_req *req)
 	return req->buf + req->out_len;
 }
 
-/* One open file of /dev/offload: its device and the window runs it allocated. */
+/*
+ * One open file of /dev/offload: its device, the window runs it allocated, the executors
+ * registered through it and the calls handed to them but not answered yet.
+ */
 struct offload_file {
 	struct offload_dev *od;
 	struct mutex lock;		/* guards allocs */
 	struct list_head allocs;	/* struct offload_alloc_rec */
+	struct list_head execs;		/* struct offload_exec (od->exec_lock) */
+	struct list_head handed;	/* struct offload_call (od->exec_lock) */
+};
+
+/*
+ * A thread registered as the executor of its tid (EXEC_WAIT), until its file is released.
+ * pid tells whether the thread still lives (a dead one's calls get -ESRCH).
+ */
+struct offload_exec {
+	struct hlist_node hnode;	/* in od->execs, keyed by tid */
+	struct list_head flink;		/* in of->execs */
+	struct offload_file *of;
+	u32 tid;
+	struct pid *pid;
+	struct list_head queue;		/* struct offload_call, in arrival order */
+	unsigned int queued;
+	wait_queue_head_t wq;		/* the thread, in EXEC_WAIT */
+};
+
+/* A forwarded call at home: queued for its executor, or handed out (of->handed). */
+struct offload_call {
+	struct list_head link;
+	struct offload_exec_call rec;	/* what EXEC_WAIT returns; rec.token names it */
 };
 
 /*
@@ -266,15 +336,22 @@ struct offload_alloc_rec {
 	struct offload_req *pending;
 };
 
+/* How a submitter waits for room in a full request queue. */
+enum offload_wait {
+	OFFLOAD_NOWAIT,		/* -ENOSPC at once */
+	OFFLOAD_WAIT_INTR,	/* any signal ends the wait: -EINTR */
+	OFFLOAD_WAIT_KILL,	/* only a fatal signal ends it: -EINTR */
+};
+
 /* request.c */
 struct offload_req *offload_req_alloc(struct offload_dev *od, u32 type, u32 out_len,
 				      u32 in_cap, gfp_t gfp);
 void offload_req_put(struct offload_req *req);
-int offload_req_submit(struct offload_dev *od, struct offload_req *req, bool wait_room);
+int offload_req_submit(struct offload_dev *od, struct offload_req *req, enum offload_wait wait);
 int offload_req_call(struct offload_dev *od, struct offload_req *req);
 void offload_req_vq_done(struct virtqueue *vq);
 void offload_req_send_async(struct offload_dev *od, struct offload_req *req);
-void offload_pongs_flush(struct offload_dev *od);
+void offload_backlog_flush(struct offload_dev *od);
 void offload_req_shutdown(struct offload_dev *od);
 
 /* events.c */
@@ -302,6 +379,19 @@ int offload_winmap_open(struct offload_dev *od, struct file *file);
 void offload_winmap_release(struct offload_dev *od);
 int offload_winmap_mmap(struct file *file, struct vm_area_struct *vma);
 void offload_window_pages_lost(struct offload_dev *od, u32 node, const u8 *payload, u32 len);
+
+/* syscall.c */
+long offload_ioc_syscall(struct offload_dev *od, void __user *uarg);
+
+/* exec.c */
+void offload_exec_init(struct offload_dev *od);
+void offload_exec_file_init(struct offload_file *of);
+void offload_evt_syscall_in(struct offload_dev *od, const struct offload_wire_event *ev,
+			    u32 plen);
+long offload_ioc_exec_wait(struct offload_file *of, struct file *file, void __user *uarg);
+long offload_ioc_exec_done(struct offload_file *of, void __user *uarg);
+void offload_exec_release(struct offload_file *of);
+void offload_exec_shutdown(struct offload_dev *od);
 
 /* core.c */
 void offload_dev_put(struct offload_dev *od);

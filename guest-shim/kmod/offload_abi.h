@@ -5,11 +5,13 @@
  * guest-shim/src/abi.rs, whose unit tests check the sizes and ioctl numbers below.
  * Usable from user space (only <linux/types.h> and <linux/ioctl.h>).
  *
- * Magic 'O', numbers 0x40-0x45: 'O' 0x00-0x06 belongs to UBI (ioctl-number.rst), so the
+ * Magic 'O', numbers 0x40-0x48: 'O' 0x00-0x06 belongs to UBI (ioctl-number.rst), so the
  * range above it is free and the letter stays mnemonic.
  *
  * The memory window (0x43-0x45 and mmap) is described in guest-shim/README.md: window
  * offsets are byte offsets from the window's base, page aligned where they name a page.
+ * Forwarded system calls (0x46-0x48): the calling side (SYSCALL) and the home side's
+ * executors (EXEC_WAIT, EXEC_DONE), docs/offload-threads.md section 4.
  */
 #ifndef OFFLOAD_ABI_H
 #define OFFLOAD_ABI_H
@@ -86,11 +88,52 @@ struct offload_free {
 	__u64 pages;
 };
 
+/* Arguments of a system call (x86_64: rdi, rsi, rdx, r10, r8, r9). */
+#define OFFLOAD_SYSCALL_ARGS 6
+
+/*
+ * OFFLOAD_IOC_SYSCALL (in/out): run system call `nr` with `args` at node `node`, in the
+ * context of its executor thread `tid`; out on success: `ret`, the call's return value there
+ * (-errno as Linux returns it). The ioctl's own errors say why the call did not run. 72 bytes.
+ */
+struct offload_syscall {
+	__u32 node;
+	__u32 tid;
+	__u64 nr;
+	__u64 args[OFFLOAD_SYSCALL_ARGS];
+	__s64 ret;
+};
+
+/*
+ * OFFLOAD_IOC_EXEC_WAIT (out): the next call forwarded to the calling thread (its tid in the
+ * initial pid namespace), which the ioctl registers as the executor of that tid for the life
+ * of the open file. `token` names the call for EXEC_DONE; `src_node` is the caller's node;
+ * node, tid, nr and args are the caller's record. 80 bytes.
+ */
+struct offload_exec_call {
+	__u64 token;
+	__u32 src_node;
+	__u32 reserved;
+	__u32 node;
+	__u32 tid;
+	__u64 nr;
+	__u64 args[OFFLOAD_SYSCALL_ARGS];
+};
+
+/* OFFLOAD_IOC_EXEC_DONE (in): the result of a call this file's EXEC_WAIT handed out. 16 bytes. */
+struct offload_exec_done {
+	__u64 token;
+	__s64 ret;
+};
+
 #define OFFLOAD_IOC_NODE_INFO _IOR(OFFLOAD_IOC_MAGIC, 0x40, struct offload_node_info)
 #define OFFLOAD_IOC_PEERS _IOR(OFFLOAD_IOC_MAGIC, 0x41, struct offload_peers)
 #define OFFLOAD_IOC_PING _IOWR(OFFLOAD_IOC_MAGIC, 0x42, struct offload_ping)
 #define OFFLOAD_IOC_WINDOW_INFO _IOR(OFFLOAD_IOC_MAGIC, 0x43, struct offload_window_info)
 #define OFFLOAD_IOC_ALLOC _IOWR(OFFLOAD_IOC_MAGIC, 0x44, struct offload_alloc)
 #define OFFLOAD_IOC_FREE _IOW(OFFLOAD_IOC_MAGIC, 0x45, struct offload_free)
+#define OFFLOAD_IOC_SYSCALL _IOWR(OFFLOAD_IOC_MAGIC, 0x46, struct offload_syscall)
+#define OFFLOAD_IOC_EXEC_WAIT _IOR(OFFLOAD_IOC_MAGIC, 0x47, struct offload_exec_call)
+#define OFFLOAD_IOC_EXEC_DONE _IOW(OFFLOAD_IOC_MAGIC, 0x48, struct offload_exec_done)
 
 #endif /* OFFLOAD_ABI_H */

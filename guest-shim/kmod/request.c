@@ -5,7 +5,8 @@
  * writable), sleeping until it completes, and the queue's callback, which matches each
  * used buffer to its request by the token virtqueue_get_buf returns (requests complete in
  * any order), checks the device's answer and wakes the waiter or frees the request. Also
- * the PONGs that found the queue full, and failing what is in flight when the device goes.
+ * the backlog of requests nobody waits for (PONG, SYSCALL_RET) that found the queue full,
+ * and failing what is in flight when the device goes.
  */
 #include <linux/errno.h>
 #include <linux/ktime.h>
@@ -13,6 +14,7 @@
 #include <linux/scatterlist.h>
 #include <linux/slab.h>
 #include <linux/virtio_config.h>
+#include <asm/unaligned.h>
 
 #include "offload.h"
 
@@ -46,6 +48,21 @@ void offload_req_put(struct offload_req *req)
 }
 
 /*
+ * offload_req_no_room: a SYSCALL may block at home for ever, so SYSCALLs must not fill the
+ * ring: OFFLOAD_RET_RESERVE descriptors stay for everything else, above all the SYSCALL_RETs
+ * that answer the peer's calls (two nodes calling each other with full rings would wait on
+ * each other for ever). Caller holds od->lock.
+ */
+static bool offload_req_no_room(struct offload_dev *od, struct offload_req *req)
+{
+	unsigned int need = req->ndesc;
+
+	if (le32_to_cpu(req->hdr.type) == OFFLOAD_REQ_SYSCALL)
+		need += od->ret_reserve;
+	return od->req_vq->num_free < need;
+}
+
+/*
  * offload_req_add_locked: add @req to the request queue and notify the device; on success
  * the device holds a reference. Caller holds od->lock. Returns 0, -ENODEV (device being
  * removed), -ENOSPC (queue full) or another error of virtqueue_add_sgs.
@@ -59,6 +76,8 @@ static int offload_req_add_locked(struct offload_dev *od, struct offload_req *re
 	lockdep_assert_held(&od->lock);
 	if (od->dead)
 		return -ENODEV;
+	if (offload_req_no_room(od, req))
+		return -ENOSPC;
 	sg_init_one(&hdr, &req->hdr, sizeof(req->hdr));
 	sgs[n_out++] = &hdr;
 	if (req->out_len) {
@@ -83,11 +102,18 @@ static int offload_req_add_locked(struct offload_dev *od, struct offload_req *re
 	return 0;
 }
 
+/* offload_room_changed: a completion freed descriptors since @gen, or the device is gone. */
+static bool offload_room_changed(struct offload_dev *od, unsigned long gen)
+{
+	return READ_ONCE(od->space_gen) != gen || READ_ONCE(od->dead);
+}
+
 /*
- * offload_req_submit: add @req to the queue. With @wait_room, sleep (interruptibly) while
- * the queue is full; otherwise return -ENOSPC. The caller keeps its reference either way.
+ * offload_req_submit: add @req to the queue. While the queue is full, sleep as @wait says
+ * (or return -ENOSPC with OFFLOAD_NOWAIT); a signal that ends the sleep gives -EINTR. The
+ * caller keeps its reference either way.
  */
-int offload_req_submit(struct offload_dev *od, struct offload_req *req, bool wait_room)
+int offload_req_submit(struct offload_dev *od, struct offload_req *req, enum offload_wait wait)
 {
 	unsigned long gen;
 	int err;
@@ -97,11 +123,14 @@ int offload_req_submit(struct offload_dev *od, struct offload_req *req, bool wai
 		err = offload_req_add_locked(od, req);
 		gen = od->space_gen;
 		spin_unlock_irq(&od->lock);
-		if (err != -ENOSPC || !wait_room)
+		if (err != -ENOSPC || wait == OFFLOAD_NOWAIT)
 			return err;
-		if (wait_event_interruptible(od->space_wq,
-					     READ_ONCE(od->space_gen) != gen ||
-					     READ_ONCE(od->dead)))
+		if (wait == OFFLOAD_WAIT_KILL)
+			err = wait_event_killable(od->space_wq, offload_room_changed(od, gen));
+		else
+			err = wait_event_interruptible(od->space_wq,
+						       offload_room_changed(od, gen));
+		if (err)
 			return -EINTR;
 	}
 }
@@ -117,7 +146,7 @@ int offload_req_call(struct offload_dev *od, struct offload_req *req)
 {
 	int err;
 
-	err = offload_req_submit(od, req, true);
+	err = offload_req_submit(od, req, OFFLOAD_WAIT_INTR);
 	if (err)
 		return err;
 	if (wait_for_completion_interruptible(&req->done))
@@ -159,6 +188,10 @@ static void offload_req_check(struct offload_dev *od, struct offload_req *req,
 	}
 	if (type == OFFLOAD_REQ_PONG && req->status)
 		dev_warn_ratelimited(dev, "PONG refused: %d\n", req->status);
+	/* -ENOENT: the caller's node was lost meanwhile, or the device never sent that token. */
+	if (type == OFFLOAD_REQ_SYSCALL_RET && req->status)
+		dev_warn_ratelimited(dev, "SYSCALL_RET for token %llu refused: %d\n",
+				     get_unaligned_le64(offload_req_out(req)), req->status);
 }
 
 /*
@@ -172,7 +205,7 @@ void offload_req_vq_done(struct virtqueue *vq)
 	struct offload_req *req, *tmp;
 	unsigned long flags;
 	unsigned int len;
-	bool pongs;
+	bool backlog;
 	LIST_HEAD(done);
 
 	spin_lock_irqsave(&od->lock, flags);
@@ -185,13 +218,13 @@ void offload_req_vq_done(struct virtqueue *vq)
 	} while (!virtqueue_enable_cb(vq) && !virtqueue_is_broken(vq));
 	if (!list_empty(&done))
 		od->space_gen++;
-	pongs = od->n_pending_pongs > 0;
+	backlog = od->n_backlog > 0;
 	spin_unlock_irqrestore(&od->lock, flags);
 
 	if (list_empty(&done))
 		return;
 	wake_up_all(&od->space_wq);
-	if (pongs)
+	if (backlog)
 		queue_work(system_highpri_wq, &od->evt_work);
 	list_for_each_entry_safe(req, tmp, &done, link) {
 		list_del_init(&req->link);
@@ -200,47 +233,70 @@ void offload_req_vq_done(struct virtqueue *vq)
 	}
 }
 
+static bool offload_req_is_pong(const struct offload_req *req)
+{
+	return le32_to_cpu(req->hdr.type) == OFFLOAD_REQ_PONG;
+}
+
 /*
- * offload_req_send_async: submit a request nobody waits for (a PONG), taking over the
- * caller's reference. If the queue is full it waits on pending_pongs (in order) until a
- * completion makes room; beyond OFFLOAD_MAX_PENDING_PONGS it is dropped.
+ * offload_backlog_take: may @req wait in the backlog? PONGs only up to
+ * OFFLOAD_MAX_PENDING_PONGS (a peer's ping can be dropped); a SYSCALL_RET always (dropping
+ * it would leave its caller waiting for ever; their number is bounded by the calls the
+ * device has outstanding here). Caller holds od->lock.
+ */
+static bool offload_backlog_take(struct offload_dev *od, struct offload_req *req)
+{
+	bool pong = offload_req_is_pong(req);
+
+	if (od->dead || (pong && od->n_backlog_pongs >= OFFLOAD_MAX_PENDING_PONGS))
+		return false;
+	list_add_tail(&req->link, &od->backlog);
+	od->n_backlog++;
+	od->n_backlog_pongs += pong;
+	return true;
+}
+
+/*
+ * offload_req_send_async: submit a request nobody waits for (PONG, SYSCALL_RET), taking
+ * over the caller's reference. If the queue is full it waits in the backlog (in order)
+ * until a completion makes room; a PONG beyond OFFLOAD_MAX_PENDING_PONGS is dropped.
  */
 void offload_req_send_async(struct offload_dev *od, struct offload_req *req)
 {
 	int err = -ENOSPC;
 
 	spin_lock_irq(&od->lock);
-	if (od->n_pending_pongs == 0)
+	if (od->n_backlog == 0)
 		err = offload_req_add_locked(od, req);
-	if (err == -ENOSPC && !od->dead &&
-	    od->n_pending_pongs < OFFLOAD_MAX_PENDING_PONGS) {
-		list_add_tail(&req->link, &od->pending_pongs);
-		od->n_pending_pongs++;
+	if (err == -ENOSPC && offload_backlog_take(od, req)) {
 		spin_unlock_irq(&od->lock);
-		return; /* the list keeps the caller's reference */
+		return; /* the backlog keeps the caller's reference */
 	}
 	spin_unlock_irq(&od->lock);
 	if (err && err != -ENODEV)
-		dev_warn_ratelimited(&od->vdev->dev, "PONG dropped: %d\n", err);
+		dev_warn_ratelimited(&od->vdev->dev, "request type %u dropped: %d\n",
+				     le32_to_cpu(req->hdr.type), err);
 	offload_req_put(req);
 }
 
-/* offload_pongs_flush: submit waiting PONGs while the queue has room. */
-void offload_pongs_flush(struct offload_dev *od)
+/* offload_backlog_flush: submit backlogged requests while the queue has room. */
+void offload_backlog_flush(struct offload_dev *od)
 {
 	struct offload_req *req;
 	int err;
 
 	spin_lock_irq(&od->lock);
-	while (!list_empty(&od->pending_pongs)) {
-		req = list_first_entry(&od->pending_pongs, struct offload_req, link);
+	while (!list_empty(&od->backlog)) {
+		req = list_first_entry(&od->backlog, struct offload_req, link);
 		err = offload_req_add_locked(od, req);
 		if (err == -ENOSPC)
 			break;
 		list_del_init(&req->link);
-		od->n_pending_pongs--;
+		od->n_backlog--;
+		od->n_backlog_pongs -= offload_req_is_pong(req);
 		if (err)
-			dev_warn_ratelimited(&od->vdev->dev, "PONG dropped: %d\n", err);
+			dev_warn_ratelimited(&od->vdev->dev, "request type %u dropped: %d\n",
+					     le32_to_cpu(req->hdr.type), err);
 		offload_req_put(req); /* frees it only if the add failed */
 	}
 	spin_unlock_irq(&od->lock);
@@ -249,7 +305,7 @@ void offload_pongs_flush(struct offload_dev *od)
 /*
  * offload_req_shutdown: after the device was reset and od->dead set: take back every
  * request the device still holds and fail it with -ENODEV (waking its waiter), and drop
- * the PONGs that were waiting for room.
+ * the backlog (nothing can answer those calls any more).
  */
 void offload_req_shutdown(struct offload_dev *od)
 {
@@ -260,8 +316,9 @@ void offload_req_shutdown(struct offload_dev *od)
 	spin_lock_irq(&od->lock);
 	while ((req = virtqueue_detach_unused_buf(od->req_vq)))
 		list_add_tail(&req->link, &inflight);
-	list_splice_init(&od->pending_pongs, &pending);
-	od->n_pending_pongs = 0;
+	list_splice_init(&od->backlog, &pending);
+	od->n_backlog = 0;
+	od->n_backlog_pongs = 0;
 	spin_unlock_irq(&od->lock);
 
 	list_for_each_entry_safe(req, tmp, &inflight, link) {

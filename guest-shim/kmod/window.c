@@ -78,7 +78,7 @@ static int offload_window_query(struct offload_dev *od, struct offload_wire_wind
 	if (!req)
 		return -ENOMEM;
 	/* Probe cannot be interrupted here: a bounded, uninterruptible wait. */
-	err = offload_req_submit(od, req, false);
+	err = offload_req_submit(od, req, OFFLOAD_NOWAIT);
 	if (!err && !wait_for_completion_timeout(&req->done, OFFLOAD_WINDOW_INFO_TIMEOUT))
 		err = -ETIMEDOUT;
 	if (!err)
@@ -355,7 +355,7 @@ long offload_ioc_alloc(struct offload_file *of, void __user *uarg)
 	}
 	put_unaligned_le64(a.pages, offload_req_out(req));
 	rec->pages = a.pages;
-	err = offload_req_submit(od, req, true);
+	err = offload_req_submit(od, req, OFFLOAD_WAIT_INTR);
 	if (err)
 		goto out;
 	if (wait_for_completion_interruptible(&req->done)) {
@@ -462,7 +462,7 @@ long offload_ioc_free(struct offload_file *of, void __user *uarg)
 	if (err)
 		goto out;
 
-	err = offload_req_submit(od, req, true);
+	err = offload_req_submit(od, req, OFFLOAD_WAIT_INTR);
 	if (err) {
 		/* Never sent: the pages are still ours. */
 		back->offset = f.offset;

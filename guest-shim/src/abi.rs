@@ -101,6 +101,45 @@ pub struct Free {
     pub pages: u64,
 }
 
+/// Arguments of a system call (x86_64: rdi, rsi, rdx, r10, r8, r9).
+pub const SYSCALL_ARGS: usize = 6;
+
+/// `struct offload_syscall`: a call to forward to `node`'s executor `tid`; `ret` out.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Syscall {
+    pub node: u32,
+    pub tid: u32,
+    pub nr: u64,
+    pub args: [u64; SYSCALL_ARGS],
+    /// The call's return value at home (`-errno` as Linux returns it).
+    pub ret: i64,
+}
+
+/// `struct offload_exec_call`: a call `EXEC_WAIT` handed to this executor.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ExecCall {
+    /// Names the call for `EXEC_DONE`.
+    pub token: u64,
+    /// The caller's node.
+    pub src_node: u32,
+    pub reserved: u32,
+    /// The caller's record: home node, home tid, number, arguments.
+    pub node: u32,
+    pub tid: u32,
+    pub nr: u64,
+    pub args: [u64; SYSCALL_ARGS],
+}
+
+/// `struct offload_exec_done`: the result of a handed-out call.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ExecDone {
+    pub token: u64,
+    pub ret: i64,
+}
+
 impl Peers {
     /// The valid entries (`count` bounded by the array, should the driver misbehave).
     pub fn valid(&self) -> &[Peer] {
@@ -129,6 +168,12 @@ pub const IOC_WINDOW_INFO: u32 = ioc(IOC_READ, 0x43, size_of::<WindowInfo>());
 pub const IOC_ALLOC: u32 = ioc(IOC_READ | IOC_WRITE, 0x44, size_of::<Alloc>());
 /// `OFFLOAD_IOC_FREE`: `_IOW('O', 0x45, struct offload_free)`.
 pub const IOC_FREE: u32 = ioc(IOC_WRITE, 0x45, size_of::<Free>());
+/// `OFFLOAD_IOC_SYSCALL`: `_IOWR('O', 0x46, struct offload_syscall)`.
+pub const IOC_SYSCALL: u32 = ioc(IOC_READ | IOC_WRITE, 0x46, size_of::<Syscall>());
+/// `OFFLOAD_IOC_EXEC_WAIT`: `_IOR('O', 0x47, struct offload_exec_call)`.
+pub const IOC_EXEC_WAIT: u32 = ioc(IOC_READ, 0x47, size_of::<ExecCall>());
+/// `OFFLOAD_IOC_EXEC_DONE`: `_IOW('O', 0x48, struct offload_exec_done)`.
+pub const IOC_EXEC_DONE: u32 = ioc(IOC_WRITE, 0x48, size_of::<ExecDone>());
 
 /// A name field as text: up to the first NUL, invalid UTF-8 replaced.
 pub fn name_str(name: &[u8; NAME_LEN]) -> String {
@@ -161,6 +206,18 @@ mod tests {
         assert_eq!(offset_of!(Alloc, offset), 8);
         assert_eq!(size_of::<Free>(), 16);
         assert_eq!(offset_of!(Free, pages), 8);
+        assert_eq!(size_of::<Syscall>(), 72);
+        assert_eq!(offset_of!(Syscall, nr), 8);
+        assert_eq!(offset_of!(Syscall, args), 16);
+        assert_eq!(offset_of!(Syscall, ret), 64);
+        assert_eq!(size_of::<ExecCall>(), 80);
+        assert_eq!(offset_of!(ExecCall, src_node), 8);
+        assert_eq!(offset_of!(ExecCall, node), 16);
+        assert_eq!(offset_of!(ExecCall, tid), 20);
+        assert_eq!(offset_of!(ExecCall, nr), 24);
+        assert_eq!(offset_of!(ExecCall, args), 32);
+        assert_eq!(size_of::<ExecDone>(), 16);
+        assert_eq!(offset_of!(ExecDone, ret), 8);
     }
 
     #[test]
@@ -171,6 +228,9 @@ mod tests {
         assert_eq!(IOC_WINDOW_INFO, 0x8028_4f43);
         assert_eq!(IOC_ALLOC, 0xc010_4f44);
         assert_eq!(IOC_FREE, 0x4010_4f45);
+        assert_eq!(IOC_SYSCALL, 0xc048_4f46);
+        assert_eq!(IOC_EXEC_WAIT, 0x8050_4f47);
+        assert_eq!(IOC_EXEC_DONE, 0x4010_4f48);
     }
 
     #[test]
@@ -199,7 +259,8 @@ mod tests {
             return;
         };
         let ours = format!(
-            "{} {} {} {} {:#x} {:#x} {:#x} {} {} {} {} {:#x} {:#x} {:#x}",
+            "{} {} {} {} {:#x} {:#x} {:#x} {} {} {} {} {:#x} {:#x} {:#x} \
+             {} {} {} {} {} {:#x} {:#x} {:#x}",
             size_of::<NodeInfo>(),
             size_of::<Peer>(),
             size_of::<Peers>(),
@@ -213,7 +274,15 @@ mod tests {
             size_of::<Free>(),
             IOC_WINDOW_INFO,
             IOC_ALLOC,
-            IOC_FREE
+            IOC_FREE,
+            size_of::<Syscall>(),
+            offset_of!(Syscall, ret),
+            size_of::<ExecCall>(),
+            offset_of!(ExecCall, args),
+            size_of::<ExecDone>(),
+            IOC_SYSCALL,
+            IOC_EXEC_WAIT,
+            IOC_EXEC_DONE
         );
         assert_eq!(out.trim(), ours);
     }
@@ -232,10 +301,15 @@ mod tests {
              sizeof(struct offload_peer), sizeof(struct offload_peers),\n\
              sizeof(struct offload_ping), (unsigned)OFFLOAD_IOC_NODE_INFO,\n\
              (unsigned)OFFLOAD_IOC_PEERS, (unsigned)OFFLOAD_IOC_PING);\n\
-             printf(\"%zu %zu %zu %zu %#x %#x %#x\\n\", sizeof(struct offload_window_info),\n\
+             printf(\"%zu %zu %zu %zu %#x %#x %#x \", sizeof(struct offload_window_info),\n\
              offsetof(struct offload_window_info, node_index), sizeof(struct offload_alloc),\n\
              sizeof(struct offload_free), (unsigned)OFFLOAD_IOC_WINDOW_INFO,\n\
-             (unsigned)OFFLOAD_IOC_ALLOC, (unsigned)OFFLOAD_IOC_FREE);\nreturn 0;\n}\n",
+             (unsigned)OFFLOAD_IOC_ALLOC, (unsigned)OFFLOAD_IOC_FREE);\n\
+             printf(\"%zu %zu %zu %zu %zu %#x %#x %#x\\n\", sizeof(struct offload_syscall),\n\
+             offsetof(struct offload_syscall, ret), sizeof(struct offload_exec_call),\n\
+             offsetof(struct offload_exec_call, args), sizeof(struct offload_exec_done),\n\
+             (unsigned)OFFLOAD_IOC_SYSCALL, (unsigned)OFFLOAD_IOC_EXEC_WAIT,\n\
+             (unsigned)OFFLOAD_IOC_EXEC_DONE);\nreturn 0;\n}\n",
         )
         .ok()?;
         let exe = dir.join("abi");

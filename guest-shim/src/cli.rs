@@ -5,11 +5,14 @@
 //! offload nodes
 //! offload ping NODE [-c COUNT] [-s SIZE] [-i SECONDS]
 //! offload mem SUBCOMMAND ...        (the memory window; see USAGE)
+//! offload serve [--count N] [--map OFF@ADDR[:LEN]]...
+//! offload call --node NODE --tid T [--map OFF@ADDR[:LEN]]... [--str ADDR=TEXT]... NR [ARG]...
 //! offload help | -h | --help
 //! ```
 //!
 //! Window offsets and sizes: hex (`0x...`) or decimal, with an optional binary suffix
-//! `K`, `M` or `G`; values (`VALUE`, `--seed`): hex or decimal.
+//! `K`, `M` or `G`; values (`VALUE`, `--seed`): hex or decimal; system call arguments: hex,
+//! decimal or negative decimal (two's complement).
 
 use std::time::Duration;
 
@@ -28,6 +31,8 @@ usage: offload nodes
        offload mem sum --mailbox OFF [--timeout-ms N]
        offload mem touch OFF BYTES (--read|--write) [--stride N]
        offload mem hold OFF [--write VALUE] [--seconds S]
+       offload serve [--count N] [--map OFF@ADDR[:LEN]]...
+       offload call --node NODE --tid T [--map OFF@ADDR[:LEN]]... [--str ADDR=TEXT]... NR [ARG]...
        offload help";
 
 /// The help text (`offload help`).
@@ -43,6 +48,8 @@ usage: offload nodes
        offload mem sum --mailbox OFF [--timeout-ms N]
        offload mem touch OFF BYTES (--read|--write) [--stride N]
        offload mem hold OFF [--write VALUE] [--seconds S]
+       offload serve [--count N] [--map OFF@ADDR[:LEN]]...
+       offload call --node NODE --tid T [--map OFF@ADDR[:LEN]]... [--str ADDR=TEXT]... NR [ARG]...
        offload help
 
 nodes   this node and every other node with its state, one per line: NAME INDEX STATE
@@ -71,7 +78,18 @@ mem     the memory window shared by every node (mmap of /dev/offload). OFF is a 
   touch    one u64 per stride (default 4096) over BYTES from OFF, read or written;
            prints pages=N ns=T ns_per_page=X
   hold     map the page of OFF, store VALUE there if --write, print holding, sleep
-           S seconds (default 3600) without touching it again";
+           S seconds (default 3600) without touching it again
+
+serve   become the executor of this thread's tid: print executor pid=P tid=T, then run
+        each system call forwarded to that tid (raw syscall, -errno on failure) and
+        print served nr=N ret=R; stop after --count N calls (default: never).
+        --map OFF@ADDR[:LEN] maps window offset OFF at address ADDR (LEN bytes, default
+        4096; OFF and ADDR page aligned), so pointer arguments into the window are valid.
+call    forward system call NR with up to 6 ARGs (hex, decimal, or -N) to executor tid T
+        of NODE (a name or an index) and print ret=R. --map as for serve; --str
+        ADDR=TEXT writes TEXT and a NUL at ADDR (inside a --map) first. Exit status 1
+        with the reason when the call could not run (no executor: -ESRCH; unknown
+        node: -EHOSTUNREACH; ...).";
 
 /// Default `-c`.
 pub const DEFAULT_COUNT: u32 = 4;
@@ -84,7 +102,43 @@ pub enum Command {
     Nodes,
     Ping(PingArgs),
     Mem(MemCommand),
+    Serve(ServeArgs),
+    Call(CallArgs),
     Help,
+}
+
+/// Default length of a `--map` (one page).
+pub const DEFAULT_MAP_LEN: u64 = PAGE;
+
+/// `--map OFF@ADDR[:LEN]`: window bytes `[off, off + len)` mapped at address `addr`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MapSpec {
+    pub off: u64,
+    pub addr: u64,
+    /// Bytes, a multiple of the page size.
+    pub len: u64,
+}
+
+/// Arguments of `offload serve`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServeArgs {
+    /// Calls to serve before exiting (`None`: for ever).
+    pub count: Option<u64>,
+    pub maps: Vec<MapSpec>,
+}
+
+/// Arguments of `offload call`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallArgs {
+    /// The home node as given: a name or an index.
+    pub node: String,
+    pub tid: u32,
+    pub maps: Vec<MapSpec>,
+    /// `--str ADDR=TEXT`: text written NUL-terminated at an address inside a map.
+    pub strs: Vec<(u64, String)>,
+    pub nr: u64,
+    /// At most [`crate::abi::SYSCALL_ARGS`]; missing ones are 0.
+    pub args: Vec<u64>,
 }
 
 /// Default `mem wait --timeout-ms`.
@@ -193,6 +247,8 @@ pub fn parse<S: AsRef<str>>(args: &[S]) -> Result<Command, UsageError> {
         },
         "ping" => parse_ping(rest).map(Command::Ping),
         "mem" => parse_mem(rest).map(Command::Mem),
+        "serve" => parse_serve(rest).map(Command::Serve),
+        "call" => parse_call(rest).map(Command::Call),
         "help" | "-h" | "--help" => Ok(Command::Help),
         other => Err(UsageError::UnknownCommand(other.to_string())),
     }
@@ -233,9 +289,11 @@ fn parse_ping(args: &[&str]) -> Result<PingArgs, UsageError> {
     Ok(p)
 }
 
-/// Arguments of a `mem` subcommand: positionals and `--option [value]` pairs.
+/// Arguments of a subcommand (`mem ...`, `serve`, `call`): positionals and
+/// `--option [value]` pairs (an option may repeat).
 struct MemArgs<'a> {
-    command: &'static str,
+    /// The command as messages name it (`mem read`, `call`).
+    command: String,
     positional: Vec<&'a str>,
     options: Vec<(&'a str, &'a str)>,
 }
@@ -243,7 +301,7 @@ struct MemArgs<'a> {
 impl<'a> MemArgs<'a> {
     /// Splits `args`; `flags` take no value, `valued` take one (`--opt V` or `--opt=V`).
     fn split(
-        command: &'static str,
+        command: String,
         args: &[&'a str],
         flags: &[&str],
         valued: &[&str],
@@ -288,7 +346,7 @@ impl<'a> MemArgs<'a> {
         }
         if self.positional.len() < names.len() {
             return Err(UsageError::Missing(format!(
-                "mem {} needs {}",
+                "{} needs {}",
                 self.command,
                 names[self.positional.len()..].join(" ")
             )));
@@ -311,7 +369,16 @@ impl<'a> MemArgs<'a> {
 
     fn required(&self, name: &str) -> Result<&'a str, UsageError> {
         self.option(name)
-            .ok_or_else(|| UsageError::Missing(format!("mem {} needs {name}", self.command)))
+            .ok_or_else(|| UsageError::Missing(format!("{} needs {name}", self.command)))
+    }
+
+    /// Every value given for `name`, in order.
+    fn all(&self, name: &str) -> Vec<&'a str> {
+        self.options
+            .iter()
+            .filter(|(n, _)| *n == name)
+            .map(|(_, v)| *v)
+            .collect()
     }
 
     fn timeout(&self, default: Duration) -> Result<Duration, UsageError> {
@@ -398,8 +465,9 @@ fn parse_mem(args: &[&str]) -> Result<MemCommand, UsageError> {
                 .into(),
         ));
     };
-    let split =
-        |command, flags: &[&str], valued: &[&str]| MemArgs::split(command, rest, flags, valued);
+    let split = |command: &str, flags: &[&str], valued: &[&str]| {
+        MemArgs::split(format!("mem {command}"), rest, flags, valued)
+    };
     match sub {
         "info" => {
             split("info", &[], &[])?.positionals(&[])?;
@@ -514,6 +582,104 @@ fn parse_mem(args: &[&str]) -> Result<MemCommand, UsageError> {
         }
         other => Err(UsageError::UnknownCommand(format!("mem {other}"))),
     }
+}
+
+/// `OFF@ADDR[:LEN]`: OFF and ADDR page aligned, LEN ≥ 1 rounded up to whole pages.
+fn parse_map(v: &str) -> Result<MapSpec, UsageError> {
+    const WHY: &str = "OFF@ADDR[:LEN], OFF and ADDR page aligned, LEN at least 1";
+    let (off, rest) = v.split_once('@').ok_or_else(|| bad("--map", v, WHY))?;
+    let (addr, len) = match rest.split_once(':') {
+        Some((a, l)) => (a, parse_bytes(l)),
+        None => (rest, Some(DEFAULT_MAP_LEN)),
+    };
+    let spec = match (parse_bytes(off), parse_value(addr), len) {
+        (Some(off), Some(addr), Some(len)) if len >= 1 => len
+            .checked_next_multiple_of(PAGE)
+            .map(|len| MapSpec { off, addr, len }),
+        _ => None,
+    };
+    match spec {
+        Some(m)
+            if m.off % PAGE == 0 && m.addr % PAGE == 0 && m.addr.checked_add(m.len).is_some() =>
+        {
+            Ok(m)
+        }
+        _ => Err(bad("--map", v, WHY)),
+    }
+}
+
+fn parse_maps(a: &MemArgs) -> Result<Vec<MapSpec>, UsageError> {
+    a.all("--map").into_iter().map(parse_map).collect()
+}
+
+/// A system call number or argument: hex, decimal, or `-N` (two's complement).
+pub fn parse_arg(v: &str) -> Option<u64> {
+    match v.strip_prefix('-') {
+        Some(n) => parse_value(n)
+            .filter(|&n| n <= i64::MAX as u64 + 1)
+            .map(|n| n.wrapping_neg()),
+        None => parse_value(v),
+    }
+}
+
+fn parse_serve(args: &[&str]) -> Result<ServeArgs, UsageError> {
+    let a = MemArgs::split("serve".into(), args, &[], &["--count", "--map"])?;
+    a.positionals(&[])?;
+    let count = a
+        .option("--count")
+        .map(|v| at_least_one("--count", v, parse_value(v)))
+        .transpose()?;
+    Ok(ServeArgs {
+        count,
+        maps: parse_maps(&a)?,
+    })
+}
+
+/// `--str ADDR=TEXT`.
+fn parse_str(v: &str) -> Result<(u64, String), UsageError> {
+    match v.split_once('=').map(|(a, t)| (parse_value(a), t)) {
+        Some((Some(addr), text)) => Ok((addr, text.to_string())),
+        _ => Err(bad("--str", v, "ADDR=TEXT with ADDR a number")),
+    }
+}
+
+fn parse_call(args: &[&str]) -> Result<CallArgs, UsageError> {
+    let a = MemArgs::split(
+        "call".into(),
+        args,
+        &[],
+        &["--node", "--tid", "--map", "--str"],
+    )?;
+    let Some((&nr, rest)) = a.positional.split_first() else {
+        return Err(UsageError::Missing("call needs NR".into()));
+    };
+    if let Some(extra) = rest.get(crate::abi::SYSCALL_ARGS) {
+        return Err(UsageError::Unexpected(extra.to_string()));
+    }
+    let tid = a.required("--tid")?;
+    let node = a.required("--node")?;
+    if node.is_empty() {
+        return Err(bad("--node", node, "a node name or index"));
+    }
+    Ok(CallArgs {
+        node: node.to_string(),
+        tid: tid
+            .parse::<u32>()
+            .ok()
+            .filter(|&t| t > 0)
+            .ok_or_else(|| bad("--tid", tid, "a thread id (decimal, at least 1)"))?,
+        maps: parse_maps(&a)?,
+        strs: a
+            .all("--str")
+            .into_iter()
+            .map(parse_str)
+            .collect::<Result<_, _>>()?,
+        nr: parse_value(nr).ok_or_else(|| bad("NR", nr, "a system call number"))?,
+        args: rest
+            .iter()
+            .map(|v| parse_arg(v).ok_or_else(|| bad("ARG", v, "a number (hex, decimal or -N)")))
+            .collect::<Result<_, _>>()?,
+    })
 }
 
 fn bad(option: &str, value: &str, why: &'static str) -> UsageError {
@@ -787,6 +953,144 @@ mod tests {
                 matches!(mem(bad), Err(UsageError::BadValue { .. })),
                 "{bad:?}: {:?}",
                 mem(bad)
+            );
+        }
+    }
+
+    #[test]
+    fn serve_options() {
+        assert_eq!(
+            parse(&["serve"]),
+            Ok(Command::Serve(ServeArgs {
+                count: None,
+                maps: vec![]
+            }))
+        );
+        assert_eq!(
+            parse(&[
+                "serve",
+                "--count",
+                "4",
+                "--map",
+                "0x7ff0000@0x200000000000",
+                "--map=16K@0x200000010000:5000"
+            ]),
+            Ok(Command::Serve(ServeArgs {
+                count: Some(4),
+                maps: vec![
+                    MapSpec {
+                        off: 0x7ff0000,
+                        addr: 0x2000_0000_0000,
+                        len: 4096
+                    },
+                    MapSpec {
+                        off: 16 << 10,
+                        addr: 0x2000_0001_0000,
+                        len: 8192
+                    }
+                ]
+            }))
+        );
+    }
+
+    #[test]
+    fn serve_usage_errors() {
+        for bad in [
+            &["serve", "--count", "0"][..],
+            &["serve", "--map", "0x1000"],
+            &["serve", "--map", "0x1001@0x200000000000"],
+            &["serve", "--map", "0x1000@0x200000000001"],
+            &["serve", "--map", "0x1000@0x200000000000:0"],
+            &["serve", "--map", "0x1000@1K"],
+            &["serve", "--map", "0@0xfffffffffffff000:8K"],
+        ] {
+            assert!(
+                matches!(parse(bad), Err(UsageError::BadValue { .. })),
+                "{bad:?}: {:?}",
+                parse(bad)
+            );
+        }
+        assert_eq!(
+            parse(&["serve", "x"]),
+            Err(UsageError::Unexpected("x".into()))
+        );
+    }
+
+    fn call(args: &[&str]) -> Result<CallArgs, UsageError> {
+        let mut all = vec!["call"];
+        all.extend_from_slice(args);
+        match parse(&all)? {
+            Command::Call(c) => Ok(c),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn call_arguments() {
+        let c = call(&[
+            "--node",
+            "a",
+            "--tid",
+            "42",
+            "--map",
+            "0x7ff0000@0x200000000000",
+            "--str",
+            "0x200000000000=/tmp/x y",
+            "--str=0x200000000100=",
+            "83",
+            "0x200000000000",
+            "0755",
+        ])
+        .unwrap();
+        assert_eq!((c.node.as_str(), c.tid, c.nr), ("a", 42, 83));
+        assert_eq!(c.maps.len(), 1);
+        assert_eq!(
+            c.strs,
+            vec![
+                (0x2000_0000_0000, "/tmp/x y".to_string()),
+                (0x2000_0000_0100, String::new())
+            ]
+        );
+        assert_eq!(c.args, vec![0x2000_0000_0000, 755]);
+        let c = call(&[
+            "--node", "1", "--tid", "7", "0x101", "-100", "1", "2", "3", "4", "5",
+        ])
+        .unwrap();
+        assert_eq!(c.nr, 257);
+        assert_eq!(c.args[0], (-100i64) as u64);
+        assert_eq!(c.args.len(), 6);
+        assert_eq!(parse_arg("-9223372036854775808"), Some(1 << 63));
+        assert_eq!(parse_arg("-9223372036854775809"), None);
+    }
+
+    #[test]
+    fn call_usage_errors() {
+        let missing = |args: &[&str]| matches!(call(args), Err(UsageError::Missing(_)));
+        assert!(missing(&["--node", "a", "--tid", "1"]));
+        assert!(missing(&["--node", "a", "39"]));
+        assert!(missing(&["--tid", "1", "39"]));
+        assert_eq!(
+            call(&["--tid", "1", "39"]).unwrap_err().to_string(),
+            "call needs --node"
+        );
+        assert_eq!(
+            call(&["--node", "a", "--tid", "1", "39", "1", "2", "3", "4", "5", "6", "7"]),
+            Err(UsageError::Unexpected("7".into()))
+        );
+        for bad in [
+            &["--node", "a", "--tid", "0", "39"][..],
+            &["--node", "a", "--tid", "x", "39"],
+            &["--node", "", "--tid", "1", "39"],
+            &["--node", "a", "--tid", "1", "x"],
+            &["--node", "a", "--tid", "1", "39", "1K"],
+            &["--node", "a", "--tid", "1", "--str", "nope", "39"],
+            &["--node", "a", "--tid", "1", "--str", "x=1", "39"],
+            &["--node", "a", "--tid", "1", "--map", "1@0", "39"],
+        ] {
+            assert!(
+                matches!(call(bad), Err(UsageError::BadValue { .. })),
+                "{bad:?}: {:?}",
+                call(bad)
             );
         }
     }

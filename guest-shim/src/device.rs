@@ -1,6 +1,6 @@
 //! `/dev/offload`: opening it (telling "module not loaded" from "no device bound"), its
-//! ioctls (nodes and ping: [`Offload`]; the memory window: [`WindowDevice`]) and the file
-//! the window is mapped from. Errors keep the errno the driver returned; [`crate::report`]
+//! ioctls (nodes and ping: [`Offload`]; the memory window: [`WindowDevice`]; forwarded
+//! system calls: [`Forward`]) and the file the window is mapped from. Errors keep the errno the driver returned; [`crate::report`]
 //! turns them into messages that name the node concerned.
 
 use std::fs::{File, OpenOptions};
@@ -8,7 +8,9 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::path::Path;
 
-use crate::abi::{self, Alloc, Free, NodeInfo, Peers, Ping, WindowInfo};
+use crate::abi::{
+    self, Alloc, ExecCall, ExecDone, Free, NodeInfo, Peers, Ping, Syscall, WindowInfo, SYSCALL_ARGS,
+};
 
 /// Where the driver's misc device appears (devtmpfs) while an offload device is bound.
 pub const DEVICE_PATH: &str = "/dev/offload";
@@ -63,6 +65,27 @@ pub trait WindowDevice: Sync {
     fn free(&self, offset: u64, pages: u64) -> Result<(), DeviceError>;
     /// The file to `mmap` (`MAP_SHARED`, the mmap offset is the window offset).
     fn map_fd(&self) -> BorrowedFd<'_>;
+}
+
+/// Forwarded system calls, as a trait so `offload call` and `offload serve` can be tested
+/// without the device.
+pub trait Forward {
+    /// `OFFLOAD_IOC_SYSCALL`: runs `nr(args)` at `node` by its executor `tid`; returns the
+    /// call's result there (`-errno` included). The error says why the call did not run.
+    fn syscall(
+        &self,
+        node: u32,
+        tid: u32,
+        nr: u64,
+        args: [u64; SYSCALL_ARGS],
+    ) -> Result<i64, DeviceError>;
+    /// `OFFLOAD_IOC_EXEC_WAIT` without waiting (the file in `O_NONBLOCK` mode): registers
+    /// the calling thread as the executor of its tid; `None` when no call is queued yet.
+    fn exec_poll(&self) -> Result<Option<ExecCall>, DeviceError>;
+    /// `OFFLOAD_IOC_EXEC_WAIT`: registers the calling thread and waits for its next call.
+    fn exec_wait(&self) -> Result<ExecCall, DeviceError>;
+    /// `OFFLOAD_IOC_EXEC_DONE`: the result of a call `exec_wait` handed out.
+    fn exec_done(&self, token: u64, ret: i64) -> Result<(), DeviceError>;
 }
 
 /// An open `/dev/offload`.
@@ -141,6 +164,76 @@ impl Offload for Device {
     }
 }
 
+impl Device {
+    /// Sets or clears `O_NONBLOCK` on the open file (it is the file's, not the thread's).
+    fn set_nonblock(&self, on: bool) -> Result<(), DeviceError> {
+        let fd = self.file.as_raw_fd();
+        let fcntl_err = || DeviceError::Ioctl {
+            op: "fcntl",
+            errno: io::Error::last_os_error()
+                .raw_os_error()
+                .unwrap_or(libc::EIO),
+        };
+        // SAFETY: F_GETFL/F_SETFL on an fd this struct owns; no memory is passed.
+        let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+        if flags < 0 {
+            return Err(fcntl_err());
+        }
+        let flags = if on {
+            flags | libc::O_NONBLOCK
+        } else {
+            flags & !libc::O_NONBLOCK
+        };
+        // SAFETY: as above.
+        if unsafe { libc::fcntl(fd, libc::F_SETFL, flags) } < 0 {
+            return Err(fcntl_err());
+        }
+        Ok(())
+    }
+}
+
+impl Forward for Device {
+    fn syscall(
+        &self,
+        node: u32,
+        tid: u32,
+        nr: u64,
+        args: [u64; SYSCALL_ARGS],
+    ) -> Result<i64, DeviceError> {
+        let mut sc = Syscall {
+            node,
+            tid,
+            nr,
+            args,
+            ret: 0,
+        };
+        self.ioctl("SYSCALL", abi::IOC_SYSCALL, &mut sc)?;
+        Ok(sc.ret)
+    }
+
+    fn exec_poll(&self) -> Result<Option<ExecCall>, DeviceError> {
+        self.set_nonblock(true)?;
+        let r = self.exec_wait();
+        self.set_nonblock(false)?;
+        match r {
+            Ok(call) => Ok(Some(call)),
+            Err(e) if e.errno() == Some(libc::EAGAIN) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn exec_wait(&self) -> Result<ExecCall, DeviceError> {
+        let mut call = ExecCall::default();
+        self.ioctl("EXEC_WAIT", abi::IOC_EXEC_WAIT, &mut call)?;
+        Ok(call)
+    }
+
+    fn exec_done(&self, token: u64, ret: i64) -> Result<(), DeviceError> {
+        let mut d = ExecDone { token, ret };
+        self.ioctl("EXEC_DONE", abi::IOC_EXEC_DONE, &mut d)
+    }
+}
+
 impl WindowDevice for Device {
     fn window_info(&self) -> Result<WindowInfo, DeviceError> {
         let mut info = WindowInfo::default();
@@ -191,5 +284,11 @@ mod tests {
         assert_eq!(dev.window_info().unwrap_err().errno(), Some(libc::ENOTTY));
         assert_eq!(dev.alloc(1).unwrap_err().errno(), Some(libc::ENOTTY));
         assert_eq!(dev.free(0, 1).unwrap_err().errno(), Some(libc::ENOTTY));
+        assert_eq!(
+            dev.syscall(0, 1, 39, [0; 6]).unwrap_err().errno(),
+            Some(libc::ENOTTY)
+        );
+        assert_eq!(dev.exec_poll().unwrap_err().errno(), Some(libc::ENOTTY));
+        assert_eq!(dev.exec_done(1, 0).unwrap_err().errno(), Some(libc::ENOTTY));
     }
 }

@@ -3,13 +3,15 @@
 //!
 //! The kernel module lives in `kmod/` (C, built by `images/build.sh` against the guest kernel);
 //! [`abi`] mirrors its ioctl ABI, [`device`] wraps `/dev/offload`, [`cli`] parses the command's
-//! arguments, [`report`] formats its output, [`run`] runs the `nodes` and `ping` subcommands
-//! and [`mem`] maps the memory window and runs the `mem` subcommands. Layout and the
+//! arguments, [`report`] formats its output, [`run`] runs the `nodes` and `ping` subcommands,
+//! [`mem`] maps the memory window and runs the `mem` subcommands, and [`forward`] runs
+//! `serve` and `call` (forwarded system calls). Layout and the
 //! driver's design: `guest-shim/README.md`.
 
 pub mod abi;
 pub mod cli;
 pub mod device;
+pub mod forward;
 pub mod mem;
 pub mod report;
 pub mod run;

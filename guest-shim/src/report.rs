@@ -1,5 +1,6 @@
 //! What the `offload` command prints: node lines (`a 0 self`, `b 1 up`), ping reply and
-//! error lines, the ping summary, and the messages for the errnos the driver returns.
+//! error lines, the ping summary, forwarded-call lines, and the messages for the errnos the
+//! driver returns.
 //! All lines are one record each, space-separated, so scripts can parse them.
 
 /// A node as `offload nodes` lists it.
@@ -82,6 +83,61 @@ pub fn common_error(errno: i32) -> String {
         libc::ENOTTY => "/dev/offload does not understand this request (old offload.ko?)".into(),
         e => std::io::Error::from_raw_os_error(e).to_string(),
     }
+}
+
+/// The symbolic name of the errnos a forwarded call can end with (`-ESRCH`), else `-N`.
+pub fn errno_name(errno: i32) -> String {
+    let name = match errno {
+        libc::EHOSTUNREACH => "EHOSTUNREACH",
+        libc::ENOTCONN => "ENOTCONN",
+        libc::ECONNRESET => "ECONNRESET",
+        libc::EBUSY => "EBUSY",
+        libc::ESRCH => "ESRCH",
+        libc::EINTR => "EINTR",
+        libc::ENODEV => "ENODEV",
+        libc::EIO => "EIO",
+        libc::EINVAL => "EINVAL",
+        libc::EFAULT => "EFAULT",
+        libc::ENOTTY => "ENOTTY",
+        _ => return format!("-{errno}"),
+    };
+    format!("-{name}")
+}
+
+/// What an errno from `OFFLOAD_IOC_SYSCALL` to executor `tid` of `node` (as given) means;
+/// ends with the errno's name so scripts can match it.
+pub fn call_error(errno: i32, node: &str, tid: u32) -> String {
+    let why = match errno {
+        libc::EHOSTUNREACH if node.parse::<u32>().is_ok() => {
+            format!("no node with index {node}, or it is this node")
+        }
+        libc::EHOSTUNREACH => format!("node {node} cannot be reached (unknown, or this node)"),
+        libc::ENOTCONN => format!("peer {node} is down"),
+        libc::ECONNRESET => format!("peer {node} was lost while waiting; the call may have run"),
+        libc::EBUSY => format!("too many calls in flight (here or at {node})"),
+        libc::ESRCH => format!("no executor for tid {tid} on node {node}"),
+        _ => common_error(errno),
+    };
+    format!("{why} ({})", errno_name(errno))
+}
+
+/// What an errno from `OFFLOAD_IOC_EXEC_WAIT` / `EXEC_DONE` means.
+pub fn exec_error(errno: i32, tid: u32) -> String {
+    match errno {
+        libc::EBUSY => format!("another open /dev/offload has the executor of tid {tid}"),
+        libc::EINVAL => "the driver does not know that call (token)".into(),
+        _ => common_error(errno),
+    }
+}
+
+/// `served nr=83 ret=0`.
+pub fn served_line(nr: u64, ret: i64) -> String {
+    format!("served nr={nr} ret={ret}")
+}
+
+/// `executor pid=P tid=T`.
+pub fn executor_line(pid: u32, tid: u32) -> String {
+    format!("executor pid={pid} tid={tid}")
 }
 
 /// What an errno from a window ioctl or an mmap of the window means.
@@ -201,6 +257,29 @@ mod tests {
         );
         assert!(alloc_error(libc::EOPNOTSUPP, 3).contains("no memory window"));
         assert_eq!(alloc_error(libc::EINTR, 3), "interrupted");
+    }
+
+    #[test]
+    fn call_messages_name_the_errno() {
+        assert_eq!(
+            call_error(libc::ESRCH, "a", 99),
+            "no executor for tid 99 on node a (-ESRCH)"
+        );
+        assert_eq!(
+            call_error(libc::EHOSTUNREACH, "7", 1),
+            "no node with index 7, or it is this node (-EHOSTUNREACH)"
+        );
+        assert!(call_error(libc::EHOSTUNREACH, "x", 1).ends_with("(-EHOSTUNREACH)"));
+        assert_eq!(
+            call_error(libc::ENOTCONN, "b", 1),
+            "peer b is down (-ENOTCONN)"
+        );
+        assert!(call_error(libc::ECONNRESET, "b", 1).contains("lost"));
+        assert_eq!(call_error(libc::EINTR, "b", 1), "interrupted (-EINTR)");
+        assert_eq!(errno_name(libc::EPERM), "-1");
+        assert!(exec_error(libc::EBUSY, 5).contains("tid 5"));
+        assert_eq!(served_line(39, -2), "served nr=39 ret=-2");
+        assert_eq!(executor_line(10, 11), "executor pid=10 tid=11");
     }
 
     #[test]

@@ -26,6 +26,12 @@ pub enum RunError {
     /// A `mem` subcommand failed (the message says why).
     #[error("{0}")]
     Mem(String),
+    /// `offload call` failed: the call did not run, or its fate is unknown.
+    #[error("call: {0}")]
+    Call(String),
+    /// `offload serve` stopped.
+    #[error("serve: {0}")]
+    Serve(String),
     #[error("cannot write the output: {0}")]
     Output(#[from] std::io::Error),
 }

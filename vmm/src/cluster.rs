@@ -3,6 +3,8 @@
 //!
 //! Device pings become transport requests; transport requests from peers become `PING_IN`
 //! events for the guest; every transport outcome maps to the errno the guest driver returns.
+//! The syscall router's messages travel as one-way `App` messages of kind
+//! [`APP_KIND_SYSCALL`] (the DSM's as kind [`APP_KIND_DSM`]).
 
 use std::collections::HashMap;
 use std::os::fd::RawFd;
@@ -17,6 +19,7 @@ use crate::devices::offload::protocol::{errno, PeerState};
 use crate::devices::offload::{Inbound, Outbound};
 use crate::dsm::wire::APP_KIND_DSM;
 use crate::dsm::{Dsm, PeerSender};
+use crate::offload::wire::{self as sys_wire, APP_KIND_SYSCALL};
 use crate::ratelimit::RateLimiter;
 
 /// How long a guest-to-guest ping may take before it fails with `ETIMEDOUT`.
@@ -111,18 +114,48 @@ impl TransportLink {
                     result: ping_result(result),
                 })
             }
-            Event::Message {
-                node,
-                message: Message::App { kind, payload },
-            } if kind == APP_KIND_DSM && self.dsm.is_some() => {
+            Event::Message { node, message } => self.map_message(node, message),
+        }
+    }
+
+    /// A one-way message from a peer: DSM traffic goes to the engine, syscall router
+    /// messages to the device.
+    fn map_message(&mut self, node: NodeId, message: Message) -> Option<Inbound> {
+        match message {
+            Message::App { kind, payload } if kind == APP_KIND_DSM && self.dsm.is_some() => {
                 if let Some(d) = &self.dsm {
                     d.receive(node.0, &payload);
                 }
                 None
             }
-            Event::Message { node, message } => {
+            Message::App { kind, payload } if kind == APP_KIND_SYSCALL => Some(Inbound::Syscall {
+                src: u32::from(node.0),
+                payload,
+            }),
+            message => {
                 log::debug!("peer {}: ignored message {message:?}", self.name(node));
                 None
+            }
+        }
+    }
+}
+
+impl TransportLink {
+    /// Sends a router message; one that the transport refuses at once comes back.
+    fn send_syscall(&mut self, node: u32, msg: sys_wire::SysMsg) -> Option<Inbound> {
+        let unsent = Some(Inbound::SyscallUnsent { node, msg });
+        let Ok(to) = u16::try_from(node) else {
+            return unsent;
+        };
+        let app = Message::App {
+            kind: APP_KIND_SYSCALL,
+            payload: sys_wire::encode(&msg),
+        };
+        match self.transport.send(NodeId(to), app) {
+            Ok(()) => None,
+            Err(e) => {
+                log::debug!("syscall {} to node {node} not sent: {e}", msg.name());
+                unsent
             }
         }
     }
@@ -184,6 +217,7 @@ impl ClusterLink for TransportLink {
                 }
                 None
             }
+            Outbound::Syscall { node, msg } => self.send_syscall(node, msg),
         }
     }
 

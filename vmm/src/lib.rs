@@ -8,6 +8,7 @@
 //! - [`vstate`]: the KVM VM and its vCPU threads.
 //! - [`devices`]: the port/MMIO bus and the legacy devices (serial console, i8042 reset).
 //! - [`dsm`]: the coherent window shared by the nodes and its page protocol.
+//! - [`offload`]: the syscall router that forwards threads' system calls to their home node.
 //! - [`vmm`](crate::vmm): assembles the above, runs the VM and reports how it ended.
 
 pub mod boot;
@@ -15,6 +16,7 @@ pub mod cluster;
 pub mod config;
 pub mod devices;
 pub mod dsm;
+pub mod offload;
 pub mod probe;
 pub mod ratelimit;
 pub mod stats;

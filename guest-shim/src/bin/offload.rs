@@ -1,5 +1,6 @@
 //! The `offload` command (runs inside the guest): `offload nodes`, `offload ping NODE`,
-//! `offload mem ...` (the memory window).
+//! `offload mem ...` (the memory window), `offload serve` / `offload call` (forwarded
+//! system calls).
 //! Exit status: 0 on success (for ping: every reply came back intact), 1 on failure,
 //! 2 on bad usage. Built statically by images/build.sh into build/guest-bin/offload.
 
@@ -8,8 +9,8 @@ use std::process::ExitCode;
 
 use guest_shim::cli::{self, Command, SYNOPSIS, USAGE};
 use guest_shim::device::Device;
-use guest_shim::mem;
 use guest_shim::run::{self, RunError};
+use guest_shim::{forward, mem};
 
 fn main() -> ExitCode {
     // std's runtime handles SIGBUS (stack overflow detection): for a SIGBUS it did not cause
@@ -56,6 +57,14 @@ fn execute(command: Command) -> Result<bool, RunError> {
         Command::Ping(args) => run::ping(&Device::open()?, &args, &mut out)?.all_received(),
         Command::Mem(cmd) => {
             mem::run(&Device::open()?, &cmd, &mut out)?;
+            true
+        }
+        Command::Serve(args) => {
+            forward::serve(&Device::open()?, &args, &mut out)?;
+            true
+        }
+        Command::Call(args) => {
+            forward::call(&Device::open()?, &args, &mut out)?;
             true
         }
     };

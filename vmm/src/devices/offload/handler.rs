@@ -38,6 +38,7 @@ impl ClusterLink for NoCluster {
                 result: Err(super::protocol::errno::ENOTCONN),
             }),
             Outbound::Pong { .. } => None,
+            Outbound::Syscall { node, msg } => Some(Inbound::SyscallUnsent { node, msg }),
         }
     }
     fn wake_fd(&self) -> Option<RawFd> {

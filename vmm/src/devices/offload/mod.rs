@@ -3,11 +3,14 @@
 //! The device is a state machine with I/O at its edges. Inputs are queue notifications
 //! ([`OffloadDevice::process_requests`], [`OffloadDevice::process_event_buffers`]) and what the
 //! cluster reports ([`Inbound`]); outputs are completions written into guest memory and
-//! [`Outbound`] messages for the cluster. Nothing here waits on the network: a `PING` is parked
-//! with its descriptor chain until its answer arrives and is completed then.
+//! [`Outbound`] messages for the cluster. Nothing here waits on the network: a `PING` or a
+//! forwarded `SYSCALL` is parked with its descriptor chain until its answer arrives and is
+//! completed then. The syscall requests and events are in [`syscall`], driving the router of
+//! [`crate::offload`].
 
 pub mod handler;
 pub mod protocol;
+mod syscall;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -21,6 +24,7 @@ use super::virtio::{
     read_config_bytes, Activation, Interrupt, VirtioDevice, VirtioError, INT_USED_RING,
     VIRTIO_F_VERSION_1,
 };
+use crate::offload::{Router, RouterStats, SysMsg};
 use crate::ratelimit::RateLimiter;
 
 /// Queue sizes: requests, events.
@@ -70,6 +74,9 @@ pub enum Outbound {
         request: u64,
         payload: Vec<u8>,
     },
+    /// A syscall router message for `node` (transport `App` kind 0x0200). If it cannot be
+    /// handed to the transport it comes back as [`Inbound::SyscallUnsent`].
+    Syscall { node: u32, msg: SysMsg },
 }
 
 /// What the cluster reports to the device.
@@ -88,6 +95,10 @@ pub enum Inbound {
     },
     /// A peer's link changed state.
     PeerState { node: u32, state: PeerState },
+    /// A syscall router message (App kind 0x0200 payload, not yet checked) from `src`.
+    Syscall { src: u32, payload: Vec<u8> },
+    /// `Outbound::Syscall` could not be sent (peer not connected).
+    SyscallUnsent { node: u32, msg: SysMsg },
 }
 
 /// A request waiting for the network, with where its response goes.
@@ -113,14 +124,16 @@ pub struct OffloadStats {
     pub events: u64,
     /// Interrupts injected into the guest.
     pub interrupts: u64,
+    /// The syscall router's work.
+    pub syscalls: RouterStats,
 }
 
 impl std::fmt::Display for OffloadStats {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "requests={} events={} interrupts={}",
-            self.requests, self.events, self.interrupts
+            "requests={} events={} interrupts={} {}",
+            self.requests, self.events, self.interrupts, self.syscalls
         )
     }
 }
@@ -141,6 +154,11 @@ pub struct OffloadDevice {
     backlog: VecDeque<Vec<u8>>,
     window: Option<Arc<dyn WindowPort>>,
     warn: RateLimiter,
+    /// Forwarded syscalls, each waiting with its chain (caller side) or token (home side).
+    router: Router<Parked>,
+    /// Messages produced outside a call that returns them (reset, evicted events); they go
+    /// out with the next batch.
+    outbox: Vec<Outbound>,
 }
 
 /// A descriptor chain read into memory: its readable bytes and its writable regions.
@@ -164,6 +182,7 @@ impl OffloadDevice {
         config.extend_from_slice(&identity.index.to_le_bytes());
         config.extend_from_slice(&(identity.names.len() as u32).to_le_bytes());
         config.extend_from_slice(&protocol::name_field(&name));
+        let (identity_index, num_nodes) = (identity.index, identity.names.len());
         Self {
             stats: OffloadStats::default(),
             irq: None,
@@ -178,6 +197,8 @@ impl OffloadDevice {
             backlog: VecDeque::new(),
             window: None,
             warn: RateLimiter::new(module_path!(), Duration::from_secs(5)),
+            router: Router::new(identity_index, num_nodes),
+            outbox: Vec::new(),
         }
     }
 
@@ -213,6 +234,7 @@ impl OffloadDevice {
         if used {
             self.interrupt();
         }
+        out.append(&mut self.outbox);
         (out, handled == MAX_CHAINS_PER_CALL)
     }
 
@@ -223,6 +245,12 @@ impl OffloadDevice {
 
     /// Applies what the cluster reported; returns messages to send (e.g. a refused ping).
     pub fn handle(&mut self, inbound: Inbound) -> Vec<Outbound> {
+        let mut out = self.handle_inbound(inbound);
+        out.append(&mut self.outbox);
+        out
+    }
+
+    fn handle_inbound(&mut self, inbound: Inbound) -> Vec<Outbound> {
         match inbound {
             Inbound::PingResult { id, result } => {
                 self.complete_ping(id, result);
@@ -237,6 +265,7 @@ impl OffloadDevice {
                 if let Some(s) = self.peers.get_mut(node as usize) {
                     *s = state;
                 }
+                self.syscall_peer_state(node, state == PeerState::Up);
                 let ev = protocol::encode_event(
                     protocol::EVENT_PEER_STATE,
                     node,
@@ -244,6 +273,14 @@ impl OffloadDevice {
                     &(state as u32).to_le_bytes(),
                 );
                 self.push_event(ev);
+                vec![]
+            }
+            Inbound::Syscall { src, payload } => {
+                self.syscall_in(src, &payload);
+                vec![]
+            }
+            Inbound::SyscallUnsent { node, msg } => {
+                self.syscall_unsent(node, &msg);
                 vec![]
             }
         }
@@ -302,6 +339,11 @@ impl OffloadDevice {
                     }
                     None => -errno::ENOENT,
                 };
+                self.respond(&chain, tag, status, &[])
+            }
+            Request::Syscall { record } => self.start_syscall(chain, tag, record),
+            Request::SyscallRet { token, status, ret } => {
+                let status = self.syscall_ret(token, status, ret);
                 self.respond(&chain, tag, status, &[])
             }
         }
@@ -416,7 +458,9 @@ impl OffloadDevice {
 
     fn push_event(&mut self, ev: Vec<u8>) {
         if self.backlog.len() >= MAX_BACKLOG {
-            self.backlog.pop_front();
+            if let Some(old) = self.backlog.pop_front() {
+                self.event_dropped(&old);
+            }
         }
         self.backlog.push_back(ev);
         self.deliver_events();
@@ -490,6 +534,7 @@ impl OffloadDevice {
     pub fn stats(&self) -> OffloadStats {
         OffloadStats {
             interrupts: self.irq.as_ref().map_or(0, |i| i.injected()),
+            syscalls: self.router.stats(),
             ..self.stats
         }
     }
@@ -603,6 +648,7 @@ impl VirtioDevice for OffloadDevice {
         self.active = None;
         self.parked.clear();
         self.tokens.clear();
+        self.syscall_reset();
     }
 }
 

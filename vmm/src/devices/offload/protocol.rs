@@ -1,6 +1,8 @@
 //! Wire formats of the offload device's queues (docs/offload-device.md): request and response
 //! headers, events, and the payloads of each request type. Pure functions over byte slices.
 
+use crate::offload::wire::{self as sys_wire, CallRecord};
+
 /// Device id (private range, above every id the virtio specification assigns).
 pub const DEVICE_ID: u32 = 0xff0f;
 /// Vendor id: "OFLD" as little-endian bytes.
@@ -23,16 +25,22 @@ pub const REQ_PONG: u32 = 4;
 pub const REQ_WINDOW_INFO: u32 = 5;
 pub const REQ_ALLOC: u32 = 6;
 pub const REQ_FREE: u32 = 7;
+pub const REQ_SYSCALL: u32 = 8;
+pub const REQ_SYSCALL_RET: u32 = 9;
 
 pub const EVENT_PING_IN: u32 = 1;
 pub const EVENT_PEER_STATE: u32 = 2;
 pub const EVENT_PAGES_LOST: u32 = 3;
+pub const EVENT_SYSCALL_IN: u32 = 4;
+/// Length of a `SYSCALL_RET` payload.
+pub const SYSCALL_RET_LEN: usize = 24;
 /// Most page offsets in one `PAGES_LOST` event.
 pub const MAX_LOST_PER_EVENT: usize = MAX_PAYLOAD / 8;
 
 /// Linux errno values returned to the guest (negated in the status field).
 pub mod errno {
     pub const ENOENT: i32 = 2;
+    pub const ESRCH: i32 = 3;
     pub const ENOMEM: i32 = 12;
     pub const ENODEV: i32 = 19;
     pub const EBUSY: i32 = 16;
@@ -62,6 +70,8 @@ pub enum Request {
     WindowInfo,
     Alloc { pages: u64 },
     Free { offset: u64, pages: u64 },
+    Syscall { record: CallRecord },
+    SyscallRet { token: u64, status: i32, ret: i64 },
 }
 
 /// Why a request was refused (mapped to an errno for the guest).
@@ -125,11 +135,28 @@ pub fn parse_request(bytes: &[u8]) -> (u64, Result<Request, RequestError>) {
             offset: u64_at(payload, 0),
             pages: u64_at(payload, 8),
         }),
+        REQ_SYSCALL => CallRecord::decode(payload)
+            .map(|record| Request::Syscall { record })
+            .map_err(|_| RequestError::BadPayload(kind)),
+        REQ_SYSCALL_RET => parse_syscall_ret(payload).ok_or(RequestError::BadPayload(kind)),
         REQ_NODE_INFO | REQ_PEERS | REQ_PING | REQ_PONG | REQ_WINDOW_INFO | REQ_ALLOC
         | REQ_FREE => Err(RequestError::BadPayload(kind)),
         other => Err(RequestError::UnknownType(other)),
     };
     (tag, req)
+}
+
+/// `SYSCALL_RET`: u64 token, i32 status (0 or a negative errno), u32 reserved (0), i64 ret.
+fn parse_syscall_ret(payload: &[u8]) -> Option<Request> {
+    if payload.len() != SYSCALL_RET_LEN || u32_at(payload, 12) != 0 {
+        return None;
+    }
+    let status = u32_at(payload, 8) as i32;
+    sys_wire::valid_status(status).then(|| Request::SyscallRet {
+        token: u64_at(payload, 0),
+        status,
+        ret: u64_at(payload, 16) as i64,
+    })
 }
 
 /// A response: header (status, payload length, tag) followed by the payload.
@@ -301,6 +328,62 @@ mod tests {
             node_index: 5,
         };
         assert_eq!(encode_window_info(&w).len(), 40);
+    }
+
+    #[test]
+    fn syscall_requests_parse() {
+        let record = CallRecord {
+            home: 1,
+            tid: 77,
+            nr: 0,
+            args: [3, 0x7000, 16, 0, 0, 0],
+        };
+        assert_eq!(
+            parse_request(&req(REQ_SYSCALL, 4, &record.encode())),
+            (4, Ok(Request::Syscall { record }))
+        );
+        let ret_payload = |token: u64, status: i32, reserved: u32, ret: i64| {
+            let mut p = token.to_le_bytes().to_vec();
+            p.extend_from_slice(&status.to_le_bytes());
+            p.extend_from_slice(&reserved.to_le_bytes());
+            p.extend_from_slice(&ret.to_le_bytes());
+            p
+        };
+        assert_eq!(
+            parse_request(&req(REQ_SYSCALL_RET, 5, &ret_payload(9, 0, 0, -11))).1,
+            Ok(Request::SyscallRet {
+                token: 9,
+                status: 0,
+                ret: -11
+            })
+        );
+        assert_eq!(
+            parse_request(&req(REQ_SYSCALL_RET, 5, &ret_payload(9, -3, 0, 0))).1,
+            Ok(Request::SyscallRet {
+                token: 9,
+                status: -errno::ESRCH,
+                ret: 0
+            })
+        );
+        for bad in [
+            ret_payload(9, 1, 0, 0),
+            ret_payload(9, -4096, 0, 0),
+            ret_payload(9, 0, 1, 0),
+            ret_payload(9, 0, 0, 0)[..23].to_vec(),
+        ] {
+            assert_eq!(
+                parse_request(&req(REQ_SYSCALL_RET, 1, &bad)).1,
+                Err(RequestError::BadPayload(REQ_SYSCALL_RET))
+            );
+        }
+        assert_eq!(
+            parse_request(&req(REQ_SYSCALL, 1, &[0; 65])).1,
+            Err(RequestError::BadPayload(REQ_SYSCALL))
+        );
+        assert_eq!(
+            parse_request(&req(REQ_SYSCALL, 1, &[])).1,
+            Err(RequestError::BadPayload(REQ_SYSCALL))
+        );
     }
 
     #[test]

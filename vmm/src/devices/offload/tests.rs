@@ -28,14 +28,19 @@ struct Rig {
     next_buf: u64,
 }
 
-fn identity() -> NodeIdentity {
+fn identity_at(index: u32) -> NodeIdentity {
     NodeIdentity {
-        index: 0,
+        index,
         names: vec!["a".into(), "b".into(), "c".into()],
     }
 }
 
 fn rig() -> Rig {
+    rig_at(0)
+}
+
+/// A device for node `index` of the three-node cluster a, b, c.
+fn rig_at(index: u32) -> Rig {
     let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 16 << 20)]).unwrap();
     let rq = MockSplitQueue::create(&mem, GuestAddress(REQ_Q), QLEN);
     let eq = MockSplitQueue::create(&mem, GuestAddress(EVT_Q), QLEN);
@@ -46,7 +51,7 @@ fn rig() -> Rig {
     };
     let rings = [ring_of(&rq), ring_of(&eq)];
     let irq = EventFd::new(libc::EFD_NONBLOCK).unwrap();
-    let mut dev = OffloadDevice::new(identity());
+    let mut dev = OffloadDevice::new(identity_at(index));
     dev.activate(Activation {
         mem: mem.clone(),
         queues: vec![rq.create_queue().unwrap(), eq.create_queue().unwrap()],
@@ -329,3 +334,5 @@ fn reset_forgets_parked_requests() {
     });
     assert!(r.used(0).is_empty());
 }
+
+mod syscall;
