@@ -8,6 +8,8 @@ echo "[test] cargo fmt --check"
 cargo fmt --all -- --check
 echo "[test] cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
+echo "[test] syscall shim, native (mode B: every call trapped and run locally)"
+guest-shim/shim/tests/run-tests.sh
 echo "[test] cargo test"
 cargo test --workspace --release -- --test-threads=1
 echo "[test] boot benchmark smoke run (1 run each; the real run is bench-boot --runs 5)"
@@ -15,4 +17,4 @@ target/release/bench-boot --runs 1 --out build/bench/boot-ci.txt
 echo "[test] ping benchmark smoke run (20 pings; the real run is bench-ping --count 200)"
 target/release/bench-ping --count 20 --out build/bench/ping-ci.txt
 # bench-dsm is not run here: in the emulated test host one of the two guests triple-faults in
-# about half of the runs that move thousands of pages (docs/dsm.md); run it by hand.
+# most runs that move a thousand pages or more (docs/dsm.md); run it by hand.

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # images/build.sh: builds every VM image of the project from Debian packages, into build/
 # (git-ignored), each output cached by a hash of its inputs: the guest (L2) kernel and its
-# built tree, the guest programs (static `offload` command, offload.ko), the guest
+# built tree, the guest programs (static `offload` command, offload.ko, shim.so), the guest
 # initramfs, and the emulated test host (L1) kernel + initramfs.
 # Usage: images/build.sh [guest-kernel|guest-bin|guest-kmod|guest-initramfs|testhost]...
 #        (default: all; always run in this order; guest-kmod needs the guest kernel tree)

@@ -1,11 +1,14 @@
 # Guest programs step of images/build.sh (sourced): the static `offload` command
-# (cargo, crate guest-shim) -> build/guest-bin/offload, and the kernel module offload.ko
-# (kbuild against the guest kernel tree) -> build/guest-modules/offload.ko. Both then go
-# into the guest initramfs, whose cache key hashes them. cargo and kbuild are incremental,
-# so these steps run on every build.sh run (a few seconds when nothing changed).
+# (cargo, crate guest-shim) -> build/guest-bin/offload, the kernel module offload.ko
+# (kbuild against the guest kernel tree) -> build/guest-modules/offload.ko, and the syscall
+# shim (make, guest-shim/shim) -> build/guest-lib/shim.so. All go into the guest initramfs,
+# whose cache key hashes them. cargo, kbuild and make are incremental, so these steps run
+# on every build.sh run (a few seconds when nothing changed).
 
 GUEST_SHIM_DIR="$REPO_ROOT/guest-shim"
 GUEST_KMOD_DIR="$GUEST_SHIM_DIR/kmod"
+GUEST_SHIMLIB_DIR="$GUEST_SHIM_DIR/shim"
+GUEST_LIB_DIR="$BUILD_DIR/guest-lib"
 GUEST_RUST_TARGET=x86_64-unknown-linux-gnu
 GUEST_BIN_PACKAGES=(binutils gcc libc6-dev)
 
@@ -75,4 +78,17 @@ build_guest_kmod() {
         log "guest kmod: offload.ko unchanged"
     fi
     write_stamp "$stamp" "$key"
+}
+
+# build_guest_shim: shim.so (LD_PRELOADed into marked processes; /lib/offload/shim.so in the
+# guest) with its own Makefile, published into build/guest-lib/. Called by the initramfs
+# step itself, so an initramfs never packs a shim older than the sources its key hashes.
+build_guest_shim() {
+    need_packages "${GUEST_BIN_PACKAGES[@]}" make
+    local logdir="$BUILD_DIR/logs"
+    mkdir -p "$logdir" "$GUEST_LIB_DIR"
+    run_logged "$logdir/guest-shim.log" "make guest-shim/shim" make -C "$GUEST_SHIMLIB_DIR" shim.so
+    if publish_if_changed "$GUEST_SHIMLIB_DIR/shim.so" "$GUEST_LIB_DIR/shim.so"; then
+        log "guest shim: shim.so updated ($(du -k "$GUEST_LIB_DIR/shim.so" | cut -f1) KiB)"
+    fi
 }

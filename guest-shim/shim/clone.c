@@ -1,0 +1,176 @@
+/*
+ * clone.c: clone, clone3, fork, vfork and thread exit. SUD is per thread and the kernel
+ * clears it in every new task (dup_task_struct), so each child must arm itself.
+ *  - No CLONE_VM (fork): the child owns a copy of our memory, including the SIGSYS frame
+ *    on its copy of the altstack: it re-arms and returns through the frame with rax = 0.
+ *  - vfork (CLONE_VM|CLONE_VFORK without a new stack) becomes a plain fork: a vfork child
+ *    running on the parent's stack would take its SIGSYS frames on the parent's altstack,
+ *    right over the parent's own frame, suspended in clone.
+ *  - CLONE_VM (threads, posix_spawn's child): the child cannot return through the frame,
+ *    which is on the parent's altstack. gate.S gives it a fresh altstack; there it arms
+ *    SUD and resumes at the trap-time rip with the trap-time registers, rax = 0 and
+ *    rsp = its new stack (shim_child_resume).
+ */
+#include "shim.h"
+#include <sched.h>
+#include "block.h"
+
+struct clone_call {
+    long nr;
+    long args[6];
+    struct child_block *block;
+};
+
+struct child_block {
+    greg_t gregs[NGREG];
+    char pad[CB_FX - NGREG * 8];
+    char fx[512] __attribute__((aligned(16)));
+    long has_fx;
+    char *region; /* the child's altstack region; the block sits at its top */
+    int slot;     /* its pool slot + 1 */
+    int own_tls;  /* CLONE_SETTLS: the child has its own shim_self */
+} __attribute__((aligned(64)));
+
+_Static_assert(offsetof(struct clone_call, block) == CC_BLOCK, "CC_BLOCK");
+_Static_assert(offsetof(struct clone_call, args) == CC_ARGS, "CC_ARGS");
+_Static_assert(offsetof(struct child_block, fx) == CB_FX, "CB_FX");
+_Static_assert(offsetof(struct child_block, has_fx) == CB_HAS_FX, "CB_HAS_FX");
+_Static_assert(sizeof(struct child_block) <= CB_SIZE, "CB_SIZE");
+_Static_assert(REG_RSP * 8 == G_RSP && REG_RIP * 8 == G_RIP && REG_EFL * 8 == G_EFL &&
+                   REG_RAX * 8 == G_RAX && REG_RDI * 8 == G_RDI && REG_R8 * 8 == G_R8,
+               "REG_* offsets");
+
+long shim_clone_call(struct clone_call *c) HIDDEN;
+__attribute__((noreturn)) void shim_child_resume(struct child_block *b) HIDDEN;
+__attribute__((noreturn)) void shim_child_start(struct child_block *b) HIDDEN;
+
+/* clone3's struct clone_args, the fields we look at (linux/sched.h) */
+#define CA_FLAGS 0
+#define CA_STACK 40
+#define CA_STACK_SIZE 48
+#define CA_MAX 128
+
+/* make_block: the child's altstack region and, at its top, its resume record. */
+static struct child_block *make_block(const ucontext_t *uc, long new_sp, long flags)
+{
+    char *region;
+    int slot = altstack_alloc(&region);
+    struct child_block *b;
+
+    if (!region)
+        return 0;
+    b = (struct child_block *)(region + ALT_SIZE - CB_SIZE);
+    shim_copy(b->gregs, uc->uc_mcontext.gregs, sizeof b->gregs);
+    b->gregs[REG_RAX] = 0;
+    b->gregs[REG_RSP] = new_sp;
+    b->has_fx = uc->uc_mcontext.fpregs != 0;
+    if (b->has_fx)
+        shim_copy(b->fx, uc->uc_mcontext.fpregs, sizeof b->fx);
+    b->region = region;
+    b->slot = slot;
+    b->own_tls = (flags & CLONE_SETTLS) != 0;
+    return b;
+}
+
+/* The child of a CLONE_VM clone, on its altstack (gate.S). */
+void shim_child_start(struct child_block *b)
+{
+    altstack_install(b->region);
+    altstack_set_owner(b->slot, (int)sys0(SYS_getpid), (int)sys0(SYS_gettid));
+    if (b->own_tls) {
+        shim_self.slot = b->slot;
+        shim_self.prog_ss_set = 0;
+    }
+    shim_arm_thread();
+    shim_child_resume(b);
+}
+
+/* fork_child: we are the child of a fork-like clone, on our own copy of everything. */
+static void fork_child(void)
+{
+    int pid = (int)sys0(SYS_getpid);
+    altstack_after_fork(shim_self.slot, pid);
+    stats_reset_in_child();
+    shim_arm_thread();
+}
+
+static long run(struct clone_call *c, long flags)
+{
+    struct child_block *b = c->block;
+    long r = shim_clone_call(c);
+
+    if (r == 0) { /* only a fork-like child comes back here */
+        fork_child();
+        return 0;
+    }
+    /* parent: a vfork-style child has exec'd or exited by now; a failed clone never ran */
+    if (b && (r < 0 || (flags & CLONE_VFORK)))
+        altstack_release(b->slot, b->region);
+    return r;
+}
+
+static long clone_legacy(const long *a, ucontext_t *uc)
+{
+    struct clone_call c = {.nr = SYS_clone, .block = 0};
+    long flags = a[0], sp = a[1];
+
+    shim_copy(c.args, a, sizeof c.args);
+    if ((flags & CLONE_VM) && (flags & CLONE_VFORK) && !sp) {
+        flags &= ~(CLONE_VM | CLONE_VFORK);
+        c.args[0] = flags;
+    }
+    if (flags & CLONE_VM) {
+        c.block = make_block(uc, sp ? sp : uc->uc_mcontext.gregs[REG_RSP], flags);
+        if (!c.block)
+            return -12; /* ENOMEM */
+    }
+    return run(&c, flags);
+}
+
+static long clone3_trap(const long *a, ucontext_t *uc)
+{
+    struct clone_call c = {.nr = SYS_clone3, .block = 0};
+    char args[CA_MAX];
+    unsigned long size = (unsigned long)a[1];
+    long flags, stack, stack_size;
+
+    if (size < 64 || size > CA_MAX) /* let the kernel judge sizes we do not copy */
+        return shim_sys6(SYS_clone3, a[0], a[1], 0, 0, 0, 0);
+    if (!shim_readable((void *)a[0], size))
+        return -14;
+    shim_copy(args, (void *)a[0], size);
+    shim_copy(&flags, args + CA_FLAGS, 8);
+    shim_copy(&stack, args + CA_STACK, 8);
+    shim_copy(&stack_size, args + CA_STACK_SIZE, 8);
+    c.args[0] = (long)args;
+    c.args[1] = (long)size;
+    if ((flags & CLONE_VM) && (flags & CLONE_VFORK) && !stack) {
+        flags &= ~(CLONE_VM | CLONE_VFORK);
+        shim_copy(args + CA_FLAGS, &flags, 8);
+    }
+    if (flags & CLONE_VM) {
+        long sp = stack ? stack + stack_size : uc->uc_mcontext.gregs[REG_RSP];
+        c.block = make_block(uc, sp, flags);
+        if (!c.block)
+            return -12;
+    }
+    return run(&c, flags);
+}
+
+long clone_trap(long nr, const long *a, ucontext_t *uc)
+{
+    struct clone_call c = {.nr = SYS_fork, .block = 0};
+
+    switch (nr) {
+    case SYS_clone: return clone_legacy(a, uc);
+    case SYS_clone3: return clone3_trap(a, uc);
+    default: return run(&c, 0); /* fork, and vfork made a fork */
+    }
+}
+
+/* thread_exit_trap: the thread's altstack becomes reusable once the thread is gone. */
+long thread_exit_trap(const long *a)
+{
+    altstack_exiting(shim_self.slot, (int)sys0(SYS_gettid));
+    return sys1(SYS_exit, a[0]);
+}

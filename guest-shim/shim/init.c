@@ -1,0 +1,111 @@
+/*
+ * init.c: shim.so's constructor (reads OFFLOAD_SHIM / OFFLOAD_SHIM_STATS, installs the
+ * SIGSYS handler, arms the main thread), the per-thread arming with Syscall User Dispatch,
+ * and the few memory helpers the rest uses instead of libc.
+ */
+#include "shim.h"
+
+__thread struct shim_thread shim_self __attribute__((tls_model("initial-exec")));
+
+void shim_copy(void *dst, const void *src, size_t n)
+{
+    volatile char *d = dst; /* volatile: keep gcc from turning the loop into memcpy() */
+    const char *s = src;
+    while (n--)
+        *d++ = *s++;
+}
+
+void shim_zero(void *dst, size_t n)
+{
+    volatile char *d = dst;
+    while (n--)
+        *d++ = 0;
+}
+
+size_t shim_strlen(const char *s)
+{
+    size_t n = 0;
+    while (s[n])
+        n++;
+    return n;
+}
+
+/* probe_word: does the kernel see 4 readable bytes at p? FUTEX_WAIT with a zero timeout
+ * reads the word and returns at once: -EAGAIN (value differs) or -ETIMEDOUT (equal) if it
+ * is readable, -EFAULT if not. No side effect. The word is the aligned one holding p. */
+static int probe_word(const char *p)
+{
+    struct timespec zero = {0, 0};
+    long r = sys4(SYS_futex, (long)p & ~3L, 128 /* FUTEX_WAIT_PRIVATE */, 0, &zero);
+    return r != -14 /* EFAULT */;
+}
+
+/* shim_readable: can the shim read n bytes at p without faulting, as the kernel's
+ * copy_from_user would have? Lets emulated calls return -EFAULT like the real ones.
+ * Checks the first and last word: enough for the small (< 1 page) records we read. */
+int shim_readable(const void *p, size_t n)
+{
+    const char *c = p;
+    if (!p)
+        return 0;
+    return probe_word(c) && probe_word(c + n - 1);
+}
+
+static int env_is(const char *e, const char *name, const char **val)
+{
+    size_t i = 0;
+    while (name[i] && e[i] == name[i])
+        i++;
+    if (name[i] || e[i] != '=')
+        return 0;
+    *val = e + i + 1;
+    return 1;
+}
+
+static int shim_disabled(char **envp)
+{
+    const char *v;
+    for (; envp && *envp; envp++)
+        if (env_is(*envp, "OFFLOAD_SHIM", &v))
+            return v[0] == 'o' && v[1] == 'f' && v[2] == 'f' && v[3] == 0;
+    return 0;
+}
+
+/* shim_arm_thread: selector BLOCK, then SUD on with the gate section as the allowed range.
+ * The selector is the calling thread's TLS byte (a clone child without its own TLS shares
+ * its parent's, which is harmless: in mode B the byte never changes after arming). */
+int shim_arm_thread(void)
+{
+    long off = (long)__start_shim_gate;
+    long len = (long)(__stop_shim_gate - __start_shim_gate);
+    shim_self.selector = SUD_BLOCK;
+    return (int)sys5(SYS_prctl, PR_SET_SYSCALL_USER_DISPATCH_, PR_SYS_DISPATCH_ON_, off, len,
+                     &shim_self.selector);
+}
+
+static void say(const char *msg)
+{
+    sys3(SYS_write, 2, msg, shim_strlen(msg));
+}
+
+/* The dynamic loader calls ELF constructors with (argc, argv, envp); we need envp because
+ * shim.so has no libc (no getenv). Runs before the program's own constructors. */
+__attribute__((constructor)) static void shim_init(int argc, char **argv, char **envp)
+{
+    char *alt;
+    int slot;
+
+    if (shim_disabled(envp))
+        return;
+    stats_init(envp, argc > 0 ? argv[0] : "?");
+    sigs_init();
+    slot = altstack_alloc(&alt);
+    if (!alt || altstack_install(alt) < 0) {
+        say("offload-shim: no signal stack; shim not armed\n");
+        return;
+    }
+    shim_self.slot = slot;
+    altstack_set_owner(slot, (int)sys0(SYS_getpid), (int)sys0(SYS_gettid));
+    if (shim_arm_thread() < 0)
+        say("offload-shim: prctl(PR_SET_SYSCALL_USER_DISPATCH) failed; shim not armed\n");
+}
