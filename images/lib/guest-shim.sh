@@ -44,6 +44,22 @@ build_guest_bin() {
     else
         log "guest bin: offload unchanged"
     fi
+    build_guest_progs
+}
+
+# build_guest_progs: the e2e test and benchmark programs of tests/guest/*.c, dynamically
+# linked against the build machine's glibc (which the guest initramfs carries), as
+# build/guest-bin/ot-NAME (so /usr/bin/ot-NAME in the guest).
+build_guest_progs() {
+    local src name tmp
+    new_tmpdir guest-progs tmp
+    for src in "$REPO_ROOT"/tests/guest/*.c; do
+        name="ot-$(basename "$src" .c)"
+        gcc -O2 -Wall -Wextra -Werror -pthread -o "$tmp/$name" "$src" \
+            || die "gcc $src failed"
+        publish_if_changed "$tmp/$name" "$GUEST_BIN_DIR/$name" && log "guest bin: $name updated"
+    done
+    return 0
 }
 
 # build_guest_kmod: offload.ko against the published guest kernel tree. The tree's key is
