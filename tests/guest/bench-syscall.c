@@ -8,8 +8,12 @@
  * Every call must succeed and the directory must be empty at the end, else exit status 1:
  * a mode whose results differ fails the benchmark instead of producing a number.
  *
- * Usage: ot-bench-syscall [-n N] [-d BASE]   (defaults: 200, /tmp/ot-bench)
+ * Usage: ot-bench-syscall [-n N] [-d BASE] [-p]   (defaults: 200, /tmp/ot-bench)
  * Output: "bench call=NAME n=N ns_per_call=X" lines, then "bench result calls=C left=0".
+ * With -p, "bench phase NAME" is printed (and flushed) one second before each batch and
+ * "bench phase end" after the last, so a host script can take monitor statistics between
+ * batches; a first phase "idle" (one second, no calls) measures what that second alone
+ * costs, to subtract.
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -108,18 +112,28 @@ static int entries_left(void)
 	return n;
 }
 
+/* Announces the next batch and leaves the host a second to take its statistics. */
+static void mark(const char *phase)
+{
+	printf("bench phase %s\n", phase);
+	fflush(stdout);
+	sleep(1);
+}
+
 int main(int argc, char **argv)
 {
 	static const char *const ops[] = { "open_close", "unlink", "mkdir", "rmdir",
 					   "symlink", "unlink_symlink" };
 	const char *base = "/tmp/ot-bench";
-	int n = 200, opt;
+	int n = 200, opt, phases = 0;
 
-	while ((opt = getopt(argc, argv, "n:d:")) != -1) {
+	while ((opt = getopt(argc, argv, "n:d:p")) != -1) {
 		if (opt == 'n')
 			n = atoi(optarg);
 		else if (opt == 'd')
 			base = optarg;
+		else if (opt == 'p')
+			phases = 1;
 		else
 			return 2;
 	}
@@ -128,13 +142,20 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	make_deep_dir(base);
+	if (phases)
+		mark("idle");
 	for (size_t k = 0; k < sizeof(ops) / sizeof(ops[0]); k++) {
+		if (phases)
+			mark(ops[k]);
 		long long t0 = now_ns();
 		for (int i = 0; i < n; i++)
 			one_call(ops[k], i);
 		long long t = now_ns() - t0;
 		printf("bench call=%s n=%d ns_per_call=%lld\n", ops[k], n, t / n);
+		fflush(stdout);
 	}
+	if (phases)
+		mark("end");
 	printf("bench result calls=%ld left=%d\n", calls, entries_left());
 	return entries_left() ? 1 : 0;
 }
