@@ -33,6 +33,7 @@ usage: offload nodes
        offload mem hold OFF [--write VALUE] [--seconds S]
        offload serve [--count N] [--map OFF@ADDR[:LEN]]...
        offload call --node NODE --tid T [--map OFF@ADDR[:LEN]]... [--str ADDR=TEXT]... NR [ARG]...
+       offload run [--on NODE] [--place K=NODE[,K=NODE]...] -- PROG [ARG]...
        offload help";
 
 /// The help text (`offload help`).
@@ -50,6 +51,7 @@ usage: offload nodes
        offload mem hold OFF [--write VALUE] [--seconds S]
        offload serve [--count N] [--map OFF@ADDR[:LEN]]...
        offload call --node NODE --tid T [--map OFF@ADDR[:LEN]]... [--str ADDR=TEXT]... NR [ARG]...
+       offload run [--on NODE] [--place K=NODE[,K=NODE]...] -- PROG [ARG]...
        offload help
 
 nodes   this node and every other node with its state, one per line: NAME INDEX STATE
@@ -89,7 +91,12 @@ call    forward system call NR with up to 6 ARGs (hex, decimal, or -N) to execut
         of NODE (a name or an index) and print ret=R. --map as for serve; --str
         ADDR=TEXT writes TEXT and a NUL at ADDR (inside a --map) first. Exit status 1
         with the reason when the call could not run (no executor: -ESRCH; unknown
-        node: -EHOSTUNREACH; ...).";
+        node: -EHOSTUNREACH; ...).
+run     exec PROG as a marked process: the syscall shim preloaded (/lib/offload/shim.so;
+        today every call runs here), address-space randomization off. PROG must be
+        dynamically linked (else exit status 2); not found: 127. --on NODE / --place
+        K=NODE (the K-th thread created starts on NODE) are refused for another node
+        until migration is built.";
 
 /// Default `-c`.
 pub const DEFAULT_COUNT: u32 = 4;
@@ -104,6 +111,7 @@ pub enum Command {
     Mem(MemCommand),
     Serve(ServeArgs),
     Call(CallArgs),
+    Run(crate::launch::RunArgs),
     Help,
 }
 
@@ -249,6 +257,9 @@ pub fn parse<S: AsRef<str>>(args: &[S]) -> Result<Command, UsageError> {
         "mem" => parse_mem(rest).map(Command::Mem),
         "serve" => parse_serve(rest).map(Command::Serve),
         "call" => parse_call(rest).map(Command::Call),
+        "run" => crate::launch::parse(rest)
+            .map(Command::Run)
+            .map_err(|e| UsageError::Missing(e.to_string())),
         "help" | "-h" | "--help" => Ok(Command::Help),
         other => Err(UsageError::UnknownCommand(other.to_string())),
     }

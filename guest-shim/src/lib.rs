@@ -5,13 +5,15 @@
 //! [`abi`] mirrors its ioctl ABI, [`device`] wraps `/dev/offload`, [`cli`] parses the command's
 //! arguments, [`report`] formats its output, [`run`] runs the `nodes` and `ping` subcommands,
 //! [`mem`] maps the memory window and runs the `mem` subcommands, and [`forward`] runs
-//! `serve` and `call` (forwarded system calls). Layout and the
+//! `serve` and `call` (forwarded system calls), and [`launch`] runs `run` (a marked process).
+//! Layout and the
 //! driver's design: `guest-shim/README.md`.
 
 pub mod abi;
 pub mod cli;
 pub mod device;
 pub mod forward;
+pub mod launch;
 pub mod mem;
 pub mod report;
 pub mod run;

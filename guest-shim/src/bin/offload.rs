@@ -1,6 +1,6 @@
 //! The `offload` command (runs inside the guest): `offload nodes`, `offload ping NODE`,
 //! `offload mem ...` (the memory window), `offload serve` / `offload call` (forwarded
-//! system calls).
+//! system calls), `offload run` (a marked process).
 //! Exit status: 0 on success (for ping: every reply came back intact), 1 on failure,
 //! 2 on bad usage. Built statically by images/build.sh into build/guest-bin/offload.
 
@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use guest_shim::cli::{self, Command, SYNOPSIS, USAGE};
 use guest_shim::device::Device;
 use guest_shim::run::{self, RunError};
-use guest_shim::{forward, mem};
+use guest_shim::{forward, launch, mem};
 
 fn main() -> ExitCode {
     // std's runtime handles SIGBUS (stack overflow detection): for a SIGBUS it did not cause
@@ -66,6 +66,12 @@ fn execute(command: Command) -> Result<bool, RunError> {
         Command::Call(args) => {
             forward::call(&Device::open()?, &args, &mut out)?;
             true
+        }
+        Command::Run(args) => {
+            out.flush()?;
+            let e = launch::run(&args);
+            eprintln!("offload: run: {e}");
+            std::process::exit(e.status().into());
         }
     };
     out.flush()?;
