@@ -4,7 +4,9 @@
 //! Device pings become transport requests; transport requests from peers become `PING_IN`
 //! events for the guest; every transport outcome maps to the errno the guest driver returns.
 //! The syscall router's messages travel as one-way `App` messages of kind
-//! [`APP_KIND_SYSCALL`] (the DSM's as kind [`APP_KIND_DSM`]).
+//! [`APP_KIND_SYSCALL`] (the DSM's as kind [`APP_KIND_DSM`]). Guest messages are transport
+//! requests carrying an `App` message of kind [`APP_KIND_GUEST_MSG`] (u32 kind, body); the
+//! reply is an `App` message of the same kind (i32 status, body).
 
 use std::collections::HashMap;
 use std::os::fd::RawFd;
@@ -24,12 +26,18 @@ use crate::ratelimit::RateLimiter;
 
 /// How long a guest-to-guest ping may take before it fails with `ETIMEDOUT`.
 pub const PING_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a guest message may wait for its reply before it fails with `ETIMEDOUT`.
+pub const GUEST_MSG_TIMEOUT: Duration = Duration::from_secs(10);
+/// Transport `App` kind of guest messages and their replies.
+pub const APP_KIND_GUEST_MSG: u16 = 0x0300;
 
 /// The offload device's view of a running transport.
 pub struct TransportLink {
     transport: Transport,
     /// Transport request id → device ping id.
     pings: HashMap<u64, u64>,
+    /// Transport request id → device guest-message id.
+    guest_msgs: HashMap<u64, u64>,
     refused: RateLimiter,
     dsm: Option<Arc<Dsm>>,
 }
@@ -55,6 +63,7 @@ impl TransportLink {
         Self {
             transport,
             pings: HashMap::new(),
+            guest_msgs: HashMap::new(),
             refused: RateLimiter::new(module_path!(), Duration::from_secs(5)),
             dsm: None,
         }
@@ -95,6 +104,16 @@ impl TransportLink {
                 request: id,
                 payload,
             }),
+            Event::Request {
+                node,
+                id,
+                message: Message::App { kind, payload },
+            } if kind == APP_KIND_GUEST_MSG && payload.len() >= 4 => Some(Inbound::GuestMsgIn {
+                src: u32::from(node.0),
+                request: id,
+                kind: u32::from_le_bytes([payload[0], payload[1], payload[2], payload[3]]),
+                body: payload[4..].to_vec(),
+            }),
             Event::Request { node, id, message } => {
                 log::warn!(
                     "peer {} sent an unsupported request {message:?}",
@@ -108,6 +127,12 @@ impl TransportLink {
                 None
             }
             Event::Response { id, result, .. } => {
+                if let Some(msg) = self.guest_msgs.remove(&id) {
+                    return Some(Inbound::GuestMsgResult {
+                        id: msg,
+                        result: guest_msg_result(result),
+                    });
+                }
                 let ping = self.pings.remove(&id)?;
                 Some(Inbound::PingResult {
                     id: ping,
@@ -161,10 +186,60 @@ impl TransportLink {
     }
 }
 
+impl TransportLink {
+    /// Sends a guest message as a transport request; one the transport refuses at once
+    /// fails with `-ENOTCONN`.
+    fn send_guest_msg(&mut self, node: u32, id: u64, kind: u32, body: Vec<u8>) -> Option<Inbound> {
+        let failed = Some(Inbound::GuestMsgResult {
+            id,
+            result: Err(errno::ENOTCONN),
+        });
+        let Ok(to) = u16::try_from(node) else {
+            return failed;
+        };
+        let mut payload = kind.to_le_bytes().to_vec();
+        payload.extend_from_slice(&body);
+        let app = Message::App {
+            kind: APP_KIND_GUEST_MSG,
+            payload,
+        };
+        match self
+            .transport
+            .send_request(NodeId(to), app, GUEST_MSG_TIMEOUT)
+        {
+            Ok(rid) => {
+                self.guest_msgs.insert(rid, id);
+                None
+            }
+            Err(e) => {
+                log::debug!("guest message to node {node} not sent: {e}");
+                failed
+            }
+        }
+    }
+}
+
 fn peer_state(node: NodeId, state: PeerState) -> Inbound {
     Inbound::PeerState {
         node: u32::from(node.0),
         state,
+    }
+}
+
+/// The guest-visible outcome of a guest message: the reply's body, or a positive errno (the
+/// peer guest's own negative status, or the transport's failure as for a ping).
+fn guest_msg_result(result: Result<Message, RequestError>) -> Result<Vec<u8>, i32> {
+    match result {
+        Ok(Message::App { kind, payload }) if kind == APP_KIND_GUEST_MSG && payload.len() >= 4 => {
+            let status = i32::from_le_bytes([payload[0], payload[1], payload[2], payload[3]]);
+            match status {
+                0 => Ok(payload[4..].to_vec()),
+                s if sys_wire::valid_status(s) => Err(-s),
+                _ => Err(errno::EINVAL),
+            }
+        }
+        Ok(Message::Pong { .. }) | Ok(_) => Err(errno::EINVAL),
+        Err(e) => ping_result(Err(e)),
     }
 }
 
@@ -218,6 +293,30 @@ impl ClusterLink for TransportLink {
                 None
             }
             Outbound::Syscall { node, msg } => self.send_syscall(node, msg),
+            Outbound::GuestMsg {
+                node,
+                id,
+                kind,
+                body,
+            } => self.send_guest_msg(node, id, kind, body),
+            Outbound::GuestMsgRet {
+                node,
+                request,
+                status,
+                body,
+            } => {
+                let to = NodeId(u16::try_from(node).ok()?);
+                let mut payload = status.to_le_bytes().to_vec();
+                payload.extend_from_slice(&body);
+                let app = Message::App {
+                    kind: APP_KIND_GUEST_MSG,
+                    payload,
+                };
+                if let Err(e) = self.transport.respond(to, request, app) {
+                    log::debug!("guest message reply to node {node} not sent: {e}");
+                }
+                None
+            }
         }
     }
 
@@ -262,5 +361,38 @@ mod tests {
             Err(errno::ENOTCONN)
         );
         assert_eq!(ping_result(Ok(Message::Heartbeat)), Err(errno::EINVAL));
+    }
+
+    #[test]
+    fn guest_message_replies_map_to_body_or_errno() {
+        let reply = |status: i32, body: &[u8]| {
+            let mut payload = status.to_le_bytes().to_vec();
+            payload.extend_from_slice(body);
+            Ok(Message::App {
+                kind: APP_KIND_GUEST_MSG,
+                payload,
+            })
+        };
+        assert_eq!(guest_msg_result(reply(0, b"ok")), Ok(b"ok".to_vec()));
+        assert_eq!(guest_msg_result(reply(-3, b"")), Err(3));
+        assert_eq!(guest_msg_result(reply(7, b"")), Err(errno::EINVAL));
+        let short = Ok(Message::App {
+            kind: APP_KIND_GUEST_MSG,
+            payload: vec![0, 0],
+        });
+        assert_eq!(guest_msg_result(short), Err(errno::EINVAL));
+        let other_kind = Ok(Message::App {
+            kind: APP_KIND_SYSCALL,
+            payload: vec![0; 8],
+        });
+        assert_eq!(guest_msg_result(other_kind), Err(errno::EINVAL));
+        assert_eq!(
+            guest_msg_result(Err(RequestError::Timeout)),
+            Err(errno::ETIMEDOUT)
+        );
+        assert_eq!(
+            guest_msg_result(Err(RequestError::PeerLost)),
+            Err(errno::ECONNRESET)
+        );
     }
 }

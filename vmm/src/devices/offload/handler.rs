@@ -37,7 +37,11 @@ impl ClusterLink for NoCluster {
                 id,
                 result: Err(super::protocol::errno::ENOTCONN),
             }),
-            Outbound::Pong { .. } => None,
+            Outbound::GuestMsg { id, .. } => Some(Inbound::GuestMsgResult {
+                id,
+                result: Err(super::protocol::errno::ENOTCONN),
+            }),
+            Outbound::Pong { .. } | Outbound::GuestMsgRet { .. } => None,
             Outbound::Syscall { node, msg } => Some(Inbound::SyscallUnsent { node, msg }),
         }
     }

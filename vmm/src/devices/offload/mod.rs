@@ -8,6 +8,7 @@
 //! completed then. The syscall requests and events are in [`syscall`], driving the router of
 //! [`crate::offload`].
 
+mod guestmsg;
 pub mod handler;
 pub mod protocol;
 mod syscall;
@@ -77,6 +78,21 @@ pub enum Outbound {
     /// A syscall router message for `node` (transport `App` kind 0x0200). If it cannot be
     /// handed to the transport it comes back as [`Inbound::SyscallUnsent`].
     Syscall { node: u32, msg: SysMsg },
+    /// A guest message of `kind` for `node`'s guest; the reply comes back as
+    /// [`Inbound::GuestMsgResult`] with the same `id`.
+    GuestMsg {
+        node: u32,
+        id: u64,
+        kind: u32,
+        body: Vec<u8>,
+    },
+    /// The guest's reply to the guest message `request` that came from `node`.
+    GuestMsgRet {
+        node: u32,
+        request: u64,
+        status: i32,
+        body: Vec<u8>,
+    },
 }
 
 /// What the cluster reports to the device.
@@ -99,7 +115,24 @@ pub enum Inbound {
     Syscall { src: u32, payload: Vec<u8> },
     /// `Outbound::Syscall` could not be sent (peer not connected).
     SyscallUnsent { node: u32, msg: SysMsg },
+    /// The reply to `Outbound::GuestMsg { id }`: its body, or a positive errno (the peer
+    /// guest's own refusal, or why no reply came).
+    GuestMsgResult {
+        id: u64,
+        result: Result<Vec<u8>, i32>,
+    },
+    /// A peer guest sends this guest a message; `request` identifies it for the reply.
+    GuestMsgIn {
+        src: u32,
+        request: u64,
+        kind: u32,
+        body: Vec<u8>,
+    },
 }
+
+/// What a token handed to the guest in an event answers: (token, source node, transport
+/// request, whether it is a guest message (else a ping)).
+type Token = (u64, u32, u64, bool);
 
 /// A request waiting for the network, with where its response goes.
 struct Parked {
@@ -149,7 +182,7 @@ pub struct OffloadDevice {
     active: Option<Active>,
     parked: HashMap<u64, Parked>,
     next_id: u64,
-    tokens: VecDeque<(u64, u32, u64)>,
+    tokens: VecDeque<Token>,
     next_token: u64,
     backlog: VecDeque<Vec<u8>>,
     window: Option<Arc<dyn WindowPort>>,
@@ -283,6 +316,19 @@ impl OffloadDevice {
                 self.syscall_unsent(node, &msg);
                 vec![]
             }
+            Inbound::GuestMsgResult { id, result } => {
+                self.complete_ping(id, result);
+                vec![]
+            }
+            Inbound::GuestMsgIn {
+                src,
+                request,
+                kind,
+                body,
+            } => {
+                self.guest_msg_in(src, request, kind, &body);
+                vec![]
+            }
         }
     }
 
@@ -328,7 +374,7 @@ impl OffloadDevice {
                 self.respond(&chain, tag, status, &body)
             }
             Request::Pong { token, payload } => {
-                let status = match self.take_token(token) {
+                let status = match self.take_token(token, false) {
                     Some((node, request)) => {
                         out.push(Outbound::Pong {
                             node,
@@ -344,6 +390,17 @@ impl OffloadDevice {
             Request::Syscall { record } => self.start_syscall(chain, tag, record),
             Request::SyscallRet { token, status, ret } => {
                 let status = self.syscall_ret(token, status, ret);
+                self.respond(&chain, tag, status, &[])
+            }
+            Request::GuestMsg { node, kind, body } => {
+                self.start_guest_msg(chain, tag, node, kind, body, out)
+            }
+            Request::GuestMsgRet {
+                token,
+                status,
+                body,
+            } => {
+                let status = self.guest_msg_ret(token, status, body, out);
                 self.respond(&chain, tag, status, &[])
             }
         }
@@ -384,13 +441,33 @@ impl OffloadDevice {
         payload: Vec<u8>,
         out: &mut Vec<Outbound>,
     ) -> bool {
+        let room = protocol::RESP_HEADER_LEN + payload.len();
+        self.start_exchange(chain, tag, node, room, out, |id| Outbound::Ping {
+            node,
+            id,
+            payload,
+        })
+    }
+
+    /// Sends what `make` builds (given the exchange id) to `node` and parks the request until
+    /// the answer arrives, or answers at once why it cannot go (`room`: response bytes the
+    /// request must have room for).
+    fn start_exchange(
+        &mut self,
+        chain: Chain,
+        tag: u64,
+        node: u32,
+        room: usize,
+        out: &mut Vec<Outbound>,
+        make: impl FnOnce(u64) -> Outbound,
+    ) -> bool {
         let status = if node == self.identity.index || node as usize >= self.peers.len() {
             -errno::EHOSTUNREACH
         } else if self.peers[node as usize] != PeerState::Up {
             -errno::ENOTCONN
         } else if self.parked.len() >= MAX_PENDING_PINGS {
             -errno::EBUSY
-        } else if total_len(&chain.writable) < protocol::RESP_HEADER_LEN + payload.len() {
+        } else if total_len(&chain.writable) < room {
             -errno::EMSGSIZE
         } else {
             0
@@ -400,7 +477,7 @@ impl OffloadDevice {
         }
         let id = self.next_id;
         self.next_id += 1;
-        out.push(Outbound::Ping { node, id, payload });
+        out.push(make(id));
         self.parked.insert(
             id,
             Parked {
@@ -440,20 +517,32 @@ impl OffloadDevice {
             ));
             return vec![];
         }
-        let token = self.next_token;
-        self.next_token += 1;
-        if self.tokens.len() >= MAX_TOKENS {
-            self.tokens.pop_front();
-        }
-        self.tokens.push_back((token, src, request));
+        let token = self.hand_out_token(src, request, false);
         let ev = protocol::encode_event(protocol::EVENT_PING_IN, src, token, &payload);
         self.push_event(ev);
         vec![]
     }
 
-    fn take_token(&mut self, token: u64) -> Option<(u32, u64)> {
-        let pos = self.tokens.iter().position(|(t, _, _)| *t == token)?;
-        self.tokens.remove(pos).map(|(_, src, req)| (src, req))
+    /// A token for the guest's answer to transport request `request` of `src`; the oldest
+    /// is forgotten beyond [`MAX_TOKENS`] (its answer then gets `-ENOENT`).
+    fn hand_out_token(&mut self, src: u32, request: u64, msg: bool) -> u64 {
+        let token = self.next_token;
+        self.next_token += 1;
+        if self.tokens.len() >= MAX_TOKENS {
+            self.tokens.pop_front();
+        }
+        self.tokens.push_back((token, src, request, msg));
+        token
+    }
+
+    /// Takes `token` if it was handed out for the same kind of exchange (`msg`: a guest
+    /// message, else a ping).
+    fn take_token(&mut self, token: u64, msg: bool) -> Option<(u32, u64)> {
+        let pos = self
+            .tokens
+            .iter()
+            .position(|&(t, _, _, m)| t == token && m == msg)?;
+        self.tokens.remove(pos).map(|(_, src, req, _)| (src, req))
     }
 
     fn push_event(&mut self, ev: Vec<u8>) {

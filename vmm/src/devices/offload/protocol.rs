@@ -27,11 +27,18 @@ pub const REQ_ALLOC: u32 = 6;
 pub const REQ_FREE: u32 = 7;
 pub const REQ_SYSCALL: u32 = 8;
 pub const REQ_SYSCALL_RET: u32 = 9;
+pub const REQ_GUEST_MSG: u32 = 10;
+pub const REQ_GUEST_MSG_RET: u32 = 11;
 
 pub const EVENT_PING_IN: u32 = 1;
 pub const EVENT_PEER_STATE: u32 = 2;
 pub const EVENT_PAGES_LOST: u32 = 3;
 pub const EVENT_SYSCALL_IN: u32 = 4;
+pub const EVENT_GUEST_MSG_IN: u32 = 5;
+/// Largest body of a `GUEST_MSG` (after u32 node, u32 kind).
+pub const MAX_GUEST_MSG: usize = MAX_PAYLOAD - 8;
+/// Largest reply body of a `GUEST_MSG_RET` (after u64 token, i32 status, u32 reserved).
+pub const MAX_GUEST_REPLY: usize = MAX_PAYLOAD - 16;
 /// Length of a `SYSCALL_RET` payload.
 pub const SYSCALL_RET_LEN: usize = 24;
 /// Most page offsets in one `PAGES_LOST` event.
@@ -65,13 +72,40 @@ pub enum PeerState {
 pub enum Request {
     NodeInfo,
     Peers,
-    Ping { node: u32, payload: Vec<u8> },
-    Pong { token: u64, payload: Vec<u8> },
+    Ping {
+        node: u32,
+        payload: Vec<u8>,
+    },
+    Pong {
+        token: u64,
+        payload: Vec<u8>,
+    },
     WindowInfo,
-    Alloc { pages: u64 },
-    Free { offset: u64, pages: u64 },
-    Syscall { record: CallRecord },
-    SyscallRet { token: u64, status: i32, ret: i64 },
+    Alloc {
+        pages: u64,
+    },
+    Free {
+        offset: u64,
+        pages: u64,
+    },
+    Syscall {
+        record: CallRecord,
+    },
+    SyscallRet {
+        token: u64,
+        status: i32,
+        ret: i64,
+    },
+    GuestMsg {
+        node: u32,
+        kind: u32,
+        body: Vec<u8>,
+    },
+    GuestMsgRet {
+        token: u64,
+        status: i32,
+        body: Vec<u8>,
+    },
 }
 
 /// Why a request was refused (mapped to an errno for the guest).
@@ -139,8 +173,14 @@ pub fn parse_request(bytes: &[u8]) -> (u64, Result<Request, RequestError>) {
             .map(|record| Request::Syscall { record })
             .map_err(|_| RequestError::BadPayload(kind)),
         REQ_SYSCALL_RET => parse_syscall_ret(payload).ok_or(RequestError::BadPayload(kind)),
+        REQ_GUEST_MSG if payload.len() >= 8 => Ok(Request::GuestMsg {
+            node: u32_at(payload, 0),
+            kind: u32_at(payload, 4),
+            body: payload[8..].to_vec(),
+        }),
+        REQ_GUEST_MSG_RET => parse_guest_msg_ret(payload).ok_or(RequestError::BadPayload(kind)),
         REQ_NODE_INFO | REQ_PEERS | REQ_PING | REQ_PONG | REQ_WINDOW_INFO | REQ_ALLOC
-        | REQ_FREE => Err(RequestError::BadPayload(kind)),
+        | REQ_FREE | REQ_GUEST_MSG => Err(RequestError::BadPayload(kind)),
         other => Err(RequestError::UnknownType(other)),
     };
     (tag, req)
@@ -156,6 +196,19 @@ fn parse_syscall_ret(payload: &[u8]) -> Option<Request> {
         token: u64_at(payload, 0),
         status,
         ret: u64_at(payload, 16) as i64,
+    })
+}
+
+/// `GUEST_MSG_RET`: u64 token, i32 status (0 or a negative errno), u32 reserved (0), body.
+fn parse_guest_msg_ret(payload: &[u8]) -> Option<Request> {
+    if payload.len() < 16 || u32_at(payload, 12) != 0 {
+        return None;
+    }
+    let status = u32_at(payload, 8) as i32;
+    sys_wire::valid_status(status).then(|| Request::GuestMsgRet {
+        token: u64_at(payload, 0),
+        status,
+        body: payload[16..].to_vec(),
     })
 }
 
@@ -384,6 +437,46 @@ mod tests {
             parse_request(&req(REQ_SYSCALL, 1, &[])).1,
             Err(RequestError::BadPayload(REQ_SYSCALL))
         );
+    }
+
+    #[test]
+    fn guest_message_requests_parse() {
+        let mut msg = 1u32.to_le_bytes().to_vec();
+        msg.extend_from_slice(&7u32.to_le_bytes());
+        msg.extend_from_slice(b"body");
+        assert_eq!(
+            parse_request(&req(REQ_GUEST_MSG, 3, &msg)).1,
+            Ok(Request::GuestMsg {
+                node: 1,
+                kind: 7,
+                body: b"body".to_vec()
+            })
+        );
+        assert_eq!(
+            parse_request(&req(REQ_GUEST_MSG, 3, &msg[..7])).1,
+            Err(RequestError::BadPayload(REQ_GUEST_MSG))
+        );
+        let ret = |status: i32, reserved: u32| {
+            let mut p = 5u64.to_le_bytes().to_vec();
+            p.extend_from_slice(&status.to_le_bytes());
+            p.extend_from_slice(&reserved.to_le_bytes());
+            p.extend_from_slice(b"re");
+            p
+        };
+        assert_eq!(
+            parse_request(&req(REQ_GUEST_MSG_RET, 4, &ret(-3, 0))).1,
+            Ok(Request::GuestMsgRet {
+                token: 5,
+                status: -3,
+                body: b"re".to_vec()
+            })
+        );
+        for bad in [ret(1, 0), ret(0, 9), ret(0, 0)[..15].to_vec()] {
+            assert_eq!(
+                parse_request(&req(REQ_GUEST_MSG_RET, 4, &bad)).1,
+                Err(RequestError::BadPayload(REQ_GUEST_MSG_RET))
+            );
+        }
     }
 
     #[test]

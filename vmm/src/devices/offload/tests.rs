@@ -335,4 +335,5 @@ fn reset_forgets_parked_requests() {
     assert!(r.used(0).is_empty());
 }
 
+mod guestmsg;
 mod syscall;
