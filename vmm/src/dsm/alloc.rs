@@ -87,6 +87,19 @@ impl Allocator {
         Ok(first..first + count)
     }
 
+    /// Frees every allocated page at once (the guest's driver was reset, so nothing holds a
+    /// run any more); returns the pages the DSM must now reset.
+    pub fn free_all(&mut self) -> Vec<PageNo> {
+        let mut pages = Vec::new();
+        for (i, s) in self.slots.iter_mut().enumerate() {
+            if *s == Slot::Used {
+                *s = Slot::Resetting;
+                pages.push(self.slice.start + i as u64);
+            }
+        }
+        pages
+    }
+
     /// The DSM finished resetting `page`: free again, or retired if it was lost.
     pub fn reset_done(&mut self, page: PageNo, retired: bool) {
         let Some(i) = page.checked_sub(self.slice.start).map(|i| i as usize) else {
@@ -109,6 +122,25 @@ impl Allocator {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn free_all_releases_every_run_through_a_reset() {
+        let mut a = Allocator::new(10..20);
+        assert_eq!(a.alloc(2), Ok(10));
+        assert_eq!(a.alloc(3), Ok(12));
+        assert_eq!(a.free(10, 2), Ok(10..12));
+        assert_eq!(a.free_all(), vec![12, 13, 14]);
+        assert_eq!(a.used(), 0);
+        assert_eq!(
+            a.alloc(10),
+            Err(AllocError::NoSpace(10)),
+            "not before the resets"
+        );
+        for p in 10..15 {
+            a.reset_done(p, false);
+        }
+        assert_eq!(a.alloc(10), Ok(10));
+    }
 
     #[test]
     fn first_fit_and_reuse_after_reset() {

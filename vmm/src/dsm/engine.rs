@@ -687,4 +687,17 @@ impl WindowPort for Dsm {
         self.reset_pages(range);
         Ok(())
     }
+
+    fn free_all(&self) {
+        let pages = lock(&self.alloc).free_all();
+        if !pages.is_empty() {
+            log::info!(
+                "dsm: guest driver reset: {} allocated pages freed",
+                pages.len()
+            );
+        }
+        for page in pages {
+            self.reset_pages(page..page + 1);
+        }
+    }
 }

@@ -58,6 +58,8 @@ pub trait WindowPort: Send + Sync {
     fn alloc(&self, pages: u64) -> Result<u64, i32>;
     /// Frees a run allocated by `alloc`.
     fn free(&self, offset: u64, pages: u64) -> Result<(), i32>;
+    /// Frees every run (the guest's driver was reset and holds none any more).
+    fn free_all(&self) {}
 }
 
 /// Messages the device asks the cluster to send.
@@ -738,6 +740,10 @@ impl VirtioDevice for OffloadDevice {
         self.parked.clear();
         self.tokens.clear();
         self.syscall_reset();
+        // The driver's runs died with it; left allocated they would leak the slice.
+        if let Some(w) = &self.window {
+            w.free_all();
+        }
     }
 }
 
