@@ -5,13 +5,15 @@
  * guest-shim/src/abi.rs, whose unit tests check the sizes and ioctl numbers below.
  * Usable from user space (only <linux/types.h> and <linux/ioctl.h>).
  *
- * Magic 'O', numbers 0x40-0x48: 'O' 0x00-0x06 belongs to UBI (ioctl-number.rst), so the
+ * Magic 'O', numbers 0x40-0x4b: 'O' 0x00-0x06 belongs to UBI (ioctl-number.rst), so the
  * range above it is free and the letter stays mnemonic.
  *
  * The memory window (0x43-0x45 and mmap) is described in guest-shim/README.md: window
  * offsets are byte offsets from the window's base, page aligned where they name a page.
  * Forwarded system calls (0x46-0x48): the calling side (SYSCALL) and the home side's
  * executors (EXEC_WAIT, EXEC_DONE), docs/offload-threads.md section 4.
+ * Shadows (0x49-0x4b): SPAWN (home side), SHADOW_ATTACH (shadow side) and PS, the
+ * interfaces of docs/offload-threads.md "Interfaces for migration and shadows (v1)".
  */
 #ifndef OFFLOAD_ABI_H
 #define OFFLOAD_ABI_H
@@ -126,6 +128,67 @@ struct offload_exec_done {
 	__s64 ret;
 };
 
+/*
+ * OFFLOAD_IOC_SPAWN (in/out): start a shadow of the calling process on `node` from the
+ * spawn record at window offset `rec_off` (page aligned, `rec_len` bytes). The driver
+ * sends the guest message SPAWN with the caller's pid, tid, uid and gid and returns the
+ * peer's answer (0 once `offload shadow` runs there). reserved must be 0. 24 bytes.
+ */
+struct offload_spawn {
+	__u32 node;
+	__u32 reserved;
+	__u64 rec_off;
+	__u64 rec_len;
+};
+
+/*
+ * OFFLOAD_IOC_SHADOW_ATTACH (in): the calling process is the shadow of (home_node,
+ * home_pid), as long as this open file lives (it survives exec when the fd is inherited).
+ * A KILL from that node, or its loss, reaches the process. reserved must be 0. 16 bytes.
+ */
+struct offload_shadow_attach {
+	__u32 home_node;
+	__u32 home_pid;
+	__u32 home_tid;
+	__u32 reserved;
+};
+
+/* Roles in offload_ps_entry.role. */
+#define OFFLOAD_ROLE_HOME 1	/* spawned shadows on other nodes (SPAWN) */
+#define OFFLOAD_ROLE_SHADOW 2	/* hosts threads of a process of another node (SHADOW_ATTACH) */
+
+/* Entries of struct offload_ps. */
+#define OFFLOAD_PS_MAX 32
+
+/*
+ * One marked open file of /dev/offload (a home process or a shadow) and its counters.
+ * 64 bytes.
+ */
+struct offload_ps_entry {
+	__u32 pid;		/* the process that spawned or attached (this VM's pid) */
+	__u32 role;		/* OFFLOAD_ROLE_* */
+	__u32 home_node;	/* home: this node; shadow: its home */
+	__u32 home_pid;		/* home: pid; shadow: the process's pid at home */
+	__u64 nodes;		/* home: bit N set = spawned on node N (nodes 0-63) */
+	__u32 executors;	/* executors registered through the file */
+	__u32 reserved;
+	__u64 forwarded;	/* SYSCALLs through the file that came back with a result */
+	__u64 served;		/* EXEC_DONE answers sent through the file */
+	__u64 faults;		/* window page faults in the file's mappings, in this VM */
+	__u64 reserved2;
+};
+
+/*
+ * OFFLOAD_IOC_PS (out): the marked files of this VM; the first `count` entries are valid,
+ * `total` says how many there are (more than OFFLOAD_PS_MAX: the rest is left out).
+ * 2056 bytes.
+ */
+struct offload_ps {
+	__u32 count;
+	__u32 total;
+	struct offload_ps_entry procs[OFFLOAD_PS_MAX];
+};
+
 #define OFFLOAD_IOC_NODE_INFO _IOR(OFFLOAD_IOC_MAGIC, 0x40, struct offload_node_info)
 #define OFFLOAD_IOC_PEERS _IOR(OFFLOAD_IOC_MAGIC, 0x41, struct offload_peers)
 #define OFFLOAD_IOC_PING _IOWR(OFFLOAD_IOC_MAGIC, 0x42, struct offload_ping)
@@ -135,5 +198,8 @@ struct offload_exec_done {
 #define OFFLOAD_IOC_SYSCALL _IOWR(OFFLOAD_IOC_MAGIC, 0x46, struct offload_syscall)
 #define OFFLOAD_IOC_EXEC_WAIT _IOR(OFFLOAD_IOC_MAGIC, 0x47, struct offload_exec_call)
 #define OFFLOAD_IOC_EXEC_DONE _IOW(OFFLOAD_IOC_MAGIC, 0x48, struct offload_exec_done)
+#define OFFLOAD_IOC_SPAWN _IOWR(OFFLOAD_IOC_MAGIC, 0x49, struct offload_spawn)
+#define OFFLOAD_IOC_SHADOW_ATTACH _IOW(OFFLOAD_IOC_MAGIC, 0x4a, struct offload_shadow_attach)
+#define OFFLOAD_IOC_PS _IOR(OFFLOAD_IOC_MAGIC, 0x4b, struct offload_ps)
 
 #endif /* OFFLOAD_ABI_H */

@@ -126,6 +126,16 @@ void altstack_after_fork(int keep_slot, int pid)
     }
 }
 
+int altstack_owns(uint64_t addr)
+{
+    for (int i = 0; i < NSLOTS; i++) {
+        uint64_t b = (uint64_t)slots[i].base;
+        if (slots[i].state != SLOT_EMPTY && b && addr >= b && addr < b + ALT_SIZE)
+            return 1;
+    }
+    return 0;
+}
+
 int altstack_install(char *base)
 {
     stack_t ss = {.ss_sp = base, .ss_flags = 0, .ss_size = ALT_SIZE};

@@ -29,6 +29,7 @@ struct child_block {
     char *region; /* the child's altstack region; the block sits at its top */
     int slot;     /* its pool slot + 1 */
     int own_tls;  /* CLONE_SETTLS: the child has its own shim_self */
+    long clear_tid; /* marked: the CLONE_CHILD_CLEARTID address the shim clears at exit */
 } __attribute__((aligned(64)));
 
 _Static_assert(offsetof(struct clone_call, block) == CC_BLOCK, "CC_BLOCK");
@@ -46,6 +47,7 @@ __attribute__((noreturn)) void shim_child_start(struct child_block *b) HIDDEN;
 
 /* clone3's struct clone_args, the fields we look at (linux/sched.h) */
 #define CA_FLAGS 0
+#define CA_CHILD_TID 16
 #define CA_STACK 40
 #define CA_STACK_SIZE 48
 #define CA_MAX 128
@@ -80,33 +82,67 @@ void shim_child_start(struct child_block *b)
     if (b->own_tls) {
         shim_self.slot = b->slot;
         shim_self.prog_ss_set = 0;
+        shim_self.clear_tid = b->clear_tid;
     }
     shim_arm_thread();
     shim_child_resume(b);
 }
 
-/* fork_child: we are the child of a fork-like clone, on our own copy of everything. */
-static void fork_child(void)
+/* fork_child: we are the child of a fork-like clone, on our own copy of everything (a
+ * marked parent's window memory is copied out first, before anything is written). */
+static void fork_child(const struct fork_job *f)
 {
-    int pid = (int)sys0(SYS_getpid);
+    int pid;
+    if (f)
+        fork_unmark_child(f);
+    pid = (int)sys0(SYS_getpid);
     altstack_after_fork(shim_self.slot, pid);
     stats_reset_in_child();
     shim_arm_thread();
 }
 
-static long run(struct clone_call *c, long flags)
+/* run: the clone itself. A fork-like clone of a marked process goes through move.c's
+ * fork protocol (lock, strip CHILD_SETTID/CLEARTID, the child copies the window out while
+ * the parent waits). ctid is the child_tid argument; ca, for clone3, the copy of
+ * clone_args whose flags the protocol edits (clone: c->args[0]). */
+static long run(struct clone_call *c, long flags, long ctid, char *ca)
 {
     struct child_block *b = c->block;
-    long r = shim_clone_call(c);
+    struct fork_job job, *f = 0;
+    long r;
 
+    if (shim_marked && !(flags & CLONE_VM)) {
+        long fl = flags;
+        if (fork_prepare(&job, &fl, ctid) < 0)
+            return -11; /* EAGAIN, as fork says when it cannot */
+        if (ca)
+            shim_copy(ca + CA_FLAGS, &fl, 8);
+        else if (c->nr == SYS_clone)
+            c->args[0] = fl;
+        f = &job;
+    }
+    r = shim_clone_call(c);
     if (r == 0) { /* only a fork-like child comes back here */
-        fork_child();
+        fork_child(f);
         return 0;
     }
+    if (f)
+        fork_parent(f, r);
     /* parent: a vfork-style child has exec'd or exited by now; a failed clone never ran */
     if (b && (r < 0 || (flags & CLONE_VFORK)))
         altstack_release(b->slot, b->region);
     return r;
+}
+
+/* strip_cleartid: a marked thread's CLONE_CHILD_CLEARTID is done by the shim at exit
+ * (the kernel's wake is a shared futex, which window pages cannot take). */
+static long strip_cleartid(long *flags, struct child_block *b, long ctid)
+{
+    if (!shim_marked || !(*flags & CLONE_CHILD_CLEARTID))
+        return *flags;
+    b->clear_tid = ctid;
+    *flags &= ~(long)CLONE_CHILD_CLEARTID;
+    return *flags;
 }
 
 static long clone_legacy(const long *a, ucontext_t *uc)
@@ -123,8 +159,9 @@ static long clone_legacy(const long *a, ucontext_t *uc)
         c.block = make_block(uc, sp ? sp : uc->uc_mcontext.gregs[REG_RSP], flags);
         if (!c.block)
             return -12; /* ENOMEM */
+        c.args[0] = strip_cleartid(&flags, c.block, a[3]);
     }
-    return run(&c, flags);
+    return run(&c, flags, a[3], 0);
 }
 
 static long clone3_trap(const long *a, ucontext_t *uc)
@@ -150,11 +187,19 @@ static long clone3_trap(const long *a, ucontext_t *uc)
     }
     if (flags & CLONE_VM) {
         long sp = stack ? stack + stack_size : uc->uc_mcontext.gregs[REG_RSP];
+        long ctid;
         c.block = make_block(uc, sp, flags);
         if (!c.block)
             return -12;
+        shim_copy(&ctid, args + CA_CHILD_TID, 8);
+        strip_cleartid(&flags, c.block, ctid);
+        shim_copy(args + CA_FLAGS, &flags, 8);
     }
-    return run(&c, flags);
+    {
+        long ctid;
+        shim_copy(&ctid, args + CA_CHILD_TID, 8);
+        return run(&c, flags, ctid, args);
+    }
 }
 
 long clone_trap(long nr, const long *a, ucontext_t *uc)
@@ -164,13 +209,21 @@ long clone_trap(long nr, const long *a, ucontext_t *uc)
     switch (nr) {
     case SYS_clone: return clone_legacy(a, uc);
     case SYS_clone3: return clone3_trap(a, uc);
-    default: return run(&c, 0); /* fork, and vfork made a fork */
+    default: return run(&c, 0, 0, 0); /* fork, and vfork made a fork */
     }
 }
 
-/* thread_exit_trap: the thread's altstack becomes reusable once the thread is gone. */
+/* thread_exit_trap: the thread's altstack becomes reusable once the thread is gone. A
+ * marked thread's CLONE_CHILD_CLEARTID is done here, as the kernel would: store 0, wake
+ * one waiter (private: the waiter's futex was made private too). Everything needed is
+ * read first: after the store the joiner may free the stack holding our TLS. */
 long thread_exit_trap(const long *a)
 {
+    long clear = shim_self.clear_tid;
     altstack_exiting(shim_self.slot, (int)sys0(SYS_gettid));
+    if (clear) {
+        __atomic_store_n((int *)clear, 0, __ATOMIC_SEQ_CST);
+        sys3(SYS_futex, clear, 1 /* FUTEX_WAKE */ | 128 /* PRIVATE */, 1);
+    }
     return sys1(SYS_exit, a[0]);
 }

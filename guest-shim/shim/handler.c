@@ -4,7 +4,9 @@
  * the result into the context's rax exactly as the kernel returned it (-errno included);
  * the program's libc then sets errno as usual. The handler itself never touches errno (it
  * calls no libc), so the program's errno is as the kernel alone would have left it.
- * Async-signal-safe by construction: raw syscalls from the gate only, no locks.
+ * In a marked process the address-space calls and futexes go to memcalls.c first.
+ * Async-signal-safe by construction: raw syscalls from the gate only; the one lock (the
+ * window table's, layout.c) is taken with every signal blocked.
  */
 #include "shim.h"
 #include "route.h"
@@ -36,8 +38,42 @@ static long exec_trap(long nr, const long *a)
     return r;
 }
 
-static long dispatch(long nr, const long *a, ucontext_t *uc)
+/* marked_call: the address-space and futex calls of a marked process (memcalls.c);
+ * returns 1 and sets *r when it handled the call. */
+static int marked_call(long nr, const long *a, long *r)
 {
+    switch (nr) {
+    case SYS_mmap: *r = mem_mmap(a); return 1;
+    case SYS_munmap: *r = mem_munmap(a); return 1;
+    case SYS_mprotect:
+    case SYS_pkey_mprotect: *r = mem_mprotect(nr, a); return 1;
+    case SYS_mremap: *r = mem_mremap(a); return 1;
+    case SYS_madvise: *r = mem_madvise(a); return 1;
+    case SYS_futex: *r = mem_futex(a); return 1;
+    case SYS_close:
+    case SYS_close_range:
+    case SYS_dup2:
+    case SYS_dup3: *r = mem_fd_guard(nr, a); return 1;
+    case SYS_set_tid_address: /* the shim clears the tid at exit (futexes on window) */
+        shim_self.clear_tid = a[0];
+        *r = sys1(SYS_set_tid_address, 0);
+        return 1;
+    }
+    return 0;
+}
+
+long shim_dispatch(long nr, const long *a, ucontext_t *uc)
+{
+    long r;
+    int handled = 0;
+    if (nr == OFFLOAD_SYS_MIGRATE)
+        return migrate_trap(a, uc);
+    if (shim_offloaded && (r = offloaded_call(nr, a, uc, &handled), handled))
+        return r;
+    if (nr == SYS_brk && shim_brk.on)
+        return mem_brk(a);
+    if (shim_marked && marked_call(nr, a, &r))
+        return r;
     switch (nr) {
     case SYS_rt_sigreturn:
         /* a program handler returning through libc's restorer (outside the gate): do its
@@ -87,6 +123,10 @@ void shim_on_sigsys(int sig, siginfo_t *si, void *ctx)
     }
     nr = uc->uc_mcontext.gregs[REG_RAX]; /* the kernel rolled rax back to the number */
     args_of(uc, a);
+    if (nr == OFFLOAD_SYS_RESUME) { /* the shadow's restore: uc becomes the home's context */
+        shadow_resume(uc, a);
+        return;
+    }
     stats_count(nr);
-    uc->uc_mcontext.gregs[REG_RAX] = dispatch(nr, a, uc);
+    uc->uc_mcontext.gregs[REG_RAX] = shim_dispatch(nr, a, uc);
 }

@@ -1,11 +1,15 @@
 /*
  * init.c: shim.so's constructor (reads OFFLOAD_SHIM / OFFLOAD_SHIM_STATS, installs the
- * SIGSYS handler, arms the main thread), the per-thread arming with Syscall User Dispatch,
- * and the few memory helpers the rest uses instead of libc.
+ * SIGSYS handler, arms the main thread; in a marked process it first moves memory into
+ * the window, move.c), the per-thread arming with Syscall User Dispatch, and the few
+ * memory and environment helpers the rest uses instead of libc.
  */
 #include "shim.h"
 
 __thread struct shim_thread shim_self __attribute__((tls_model("initial-exec")));
+char **shim_envp;
+char **shim_argv;
+int shim_marked;
 
 void shim_copy(void *dst, const void *src, size_t n)
 {
@@ -19,6 +23,23 @@ void shim_zero(void *dst, size_t n)
 {
     volatile char *d = dst;
     while (n--)
+        *d++ = 0;
+}
+
+/* word-wise versions for page-sized work (moving memory): the byte loops above are kept
+ * for small unaligned records */
+void shim_copy_fast(void *dst, const void *src, size_t n)
+{
+    uint64_t *d = dst;
+    const uint64_t *s = src;
+    for (n /= 8; n; n--)
+        *d++ = *s++;
+}
+
+void shim_zero_fast(void *dst, size_t n)
+{
+    volatile uint64_t *d = dst;
+    for (n /= 8; n; n--)
         *d++ = 0;
 }
 
@@ -62,13 +83,26 @@ static int env_is(const char *e, const char *name, const char **val)
     return 1;
 }
 
-static int shim_disabled(char **envp)
+const char *shim_getenv(char **envp, const char *name)
 {
     const char *v;
     for (; envp && *envp; envp++)
-        if (env_is(*envp, "OFFLOAD_SHIM", &v))
-            return v[0] == 'o' && v[1] == 'f' && v[2] == 'f' && v[3] == 0;
+        if (env_is(*envp, name, &v))
+            return v;
     return 0;
+}
+
+static int shim_disabled(char **envp)
+{
+    const char *v = shim_getenv(envp, "OFFLOAD_SHIM");
+    return v && path_is(v, "off");
+}
+
+/* is_marked: started by `offload run` (OFFLOAD_MARKED=1, or OFFLOAD_ON=NODE). */
+static int is_marked(char **envp)
+{
+    const char *m = shim_getenv(envp, "OFFLOAD_MARKED"), *on = shim_getenv(envp, "OFFLOAD_ON");
+    return (m && path_is(m, "1")) || (on && on[0]);
 }
 
 /* shim_arm_thread: selector BLOCK, then SUD on with the gate section as the allowed range.
@@ -83,9 +117,26 @@ int shim_arm_thread(void)
                      &shim_self.selector);
 }
 
-static void say(const char *msg)
+void shim_say(const char *msg)
 {
     sys3(SYS_write, 2, msg, shim_strlen(msg));
+}
+
+#define BRK_RESERVE_DEFAULT (32UL << 20)
+
+/* mark: open the window and move every private writable mapping into it. Without a
+ * window the process runs unmarked (as mode B), which is correct at home. */
+static void mark(char **envp)
+{
+    const char *b = shim_getenv(envp, "OFFLOAD_BRK");
+    uint64_t brk_res = b ? shim_parse_size(b) : BRK_RESERVE_DEFAULT;
+    if (win_open(envp) < 0) {
+        shim_say("offload-shim: no memory window (/dev/offload); running unmarked\n");
+        return;
+    }
+    shim_marked = 1;
+    if (move_into_window(brk_res & ~(uint64_t)(PAGE - 1)) < 0)
+        shim_say("offload-shim: could not move all memory into the window\n");
 }
 
 /* The dynamic loader calls ELF constructors with (argc, argv, envp); we need envp because
@@ -97,15 +148,26 @@ __attribute__((constructor)) static void shim_init(int argc, char **argv, char *
 
     if (shim_disabled(envp))
         return;
+    shim_envp = envp;
+    shim_argv = argv;
     stats_init(envp, argc > 0 ? argv[0] : "?");
+    if (shim_getenv(envp, "OFFLOAD_SHADOW")) {
+        shadow_start(envp); /* resumes the home's thread; returns only on failure */
+        return;
+    }
+    if (is_marked(envp))
+        mark(envp); /* before the altstack exists: that must stay private memory */
     sigs_init();
     slot = altstack_alloc(&alt);
     if (!alt || altstack_install(alt) < 0) {
-        say("offload-shim: no signal stack; shim not armed\n");
+        shim_say("offload-shim: no signal stack; shim not armed\n");
         return;
     }
     shim_self.slot = slot;
     altstack_set_owner(slot, (int)sys0(SYS_getpid), (int)sys0(SYS_gettid));
-    if (shim_arm_thread() < 0)
-        say("offload-shim: prctl(PR_SET_SYSCALL_USER_DISPATCH) failed; shim not armed\n");
+    if (shim_arm_thread() < 0) {
+        shim_say("offload-shim: prctl(PR_SET_SYSCALL_USER_DISPATCH) failed; shim not armed\n");
+        return;
+    }
+    migrate_main_thread(envp); /* OFFLOAD_ON: returns in the shadow (or at home on failure) */
 }

@@ -1,6 +1,7 @@
 /*
  * shim.h: internal declarations shared by the files of shim.so (the syscall shim of
- * docs/offload-threads.md section 2, "mode B": every trapped call runs locally).
+ * docs/offload-threads.md: mode B, every trapped call runs locally; marked mode, all
+ * writable memory in the window; migration and shadows).
  * Nothing here is called from the program; the only exported symbol is offload_route()
  * (route.h). Everything on the SIGSYS path uses the raw syscall gate of gate.S, never libc:
  * shim.so links against nothing (-nostdlib), so a libc call could not even be linked.
@@ -58,6 +59,7 @@ struct shim_thread {
     int slot;        /* altstack pool slot + 1 (0: none, e.g. a thread without its own TLS) */
     int prog_ss_set; /* the program called sigaltstack: prog_ss is its (virtual) wish */
     stack_t prog_ss;
+    long clear_tid;  /* marked mode: CLONE_CHILD_CLEARTID done by the shim at exit */
 };
 extern __thread struct shim_thread shim_self HIDDEN __attribute__((tls_model("initial-exec")));
 
@@ -96,7 +98,131 @@ long thread_exit_trap(const long *a) HIDDEN;
 /* ---- util (init.c) ---- */
 void shim_copy(void *dst, const void *src, size_t n) HIDDEN;
 void shim_zero(void *dst, size_t n) HIDDEN;
+void shim_copy_fast(void *dst, const void *src, size_t n) HIDDEN; /* 8-byte aligned, n%8==0 */
+void shim_zero_fast(void *dst, size_t n) HIDDEN;                  /* same */
 size_t shim_strlen(const char *s) HIDDEN;
 int shim_readable(const void *p, size_t n) HIDDEN;
+const char *shim_getenv(char **envp, const char *name) HIDDEN;
+void shim_say(const char *msg) HIDDEN; /* to stderr */
+extern char **shim_envp HIDDEN;        /* the environment the process started with */
+
+/* ---- marked mode: all private writable memory in the window (window.c, layout.c,
+ * memcalls.c, move.c, procmaps.c; docs/offload-threads.md section 1) ---- */
+#define PAGE 4096
+#define O_CLOEXEC_ 02000000
+extern int shim_marked HIDDEN; /* 1: this process's writable memory is in the window */
+
+struct win_info {
+    int fd; /* -1: no window */
+    int fake; /* a memfd standing in for /dev/offload (OFFLOAD_SHIM_FAKE_WINDOW) */
+    uint64_t size, slice_off, slice_len;
+    uint32_t node;
+};
+extern struct win_info shim_win HIDDEN;
+int win_open(char **envp) HIDDEN;
+uint64_t shim_parse_size(const char *s) HIDDEN; /* "32M" -> bytes, 0 if malformed */
+void win_adopt_fd(int fd, int fake, uint64_t size) HIDDEN;
+void win_close(void) HIDDEN;
+long win_alloc(uint64_t pages) HIDDEN; /* window offset, or -errno */
+void win_free(uint64_t off, uint64_t pages) HIDDEN;
+long win_map(uint64_t addr, uint64_t len, int prot, uint64_t off, int fixed) HIDDEN;
+void win_discard(void *addr, uint64_t off, uint64_t len) HIDDEN;
+int win_next_data(uint64_t off, uint64_t end, uint64_t *lo, uint64_t *hi) HIDDEN;
+
+/* the table of window mappings (layout.c); sorted by addr, disjoint */
+enum { WM_NONE = 0, WM_WIN = 1, WM_PENDING = 2 };
+struct wmap {
+    uint64_t addr, len, off; /* off: window offset (WIN only) */
+    uint32_t prot, kind;
+};
+#define TAB_MAX 8192
+extern struct wmap shim_tab[TAB_MAX] HIDDEN;
+extern int shim_ntab HIDDEN;
+void layout_lock(uint64_t *saved_mask) HIDDEN;
+void layout_unlock(const uint64_t *saved_mask) HIDDEN;
+void layout_reset_lock(void) HIDDEN;
+int layout_is_window(uint64_t addr) HIDDEN;
+int layout_index(uint64_t addr) HIDDEN;
+struct wmap *layout_find(uint64_t addr) HIDDEN;
+int tab_add(uint64_t addr, uint64_t len, uint64_t off, int prot, int kind) HIDDEN;
+int tab_cut(uint64_t lo, uint64_t hi) HIDDEN;
+int tab_range(uint64_t lo, uint64_t hi, int *first, int *end) HIDDEN;
+int tab_uncovered(uint64_t *lo, uint64_t hi, uint64_t *gap_end) HIDDEN;
+void layout_clear(void) HIDDEN;
+
+/* memcalls.c */
+struct brk_state {
+    uint64_t lo, hi, cur; /* the break moves inside [lo, hi] */
+    int on;
+};
+extern struct brk_state shim_brk HIDDEN;
+void copy_nonzero(char *dst, const char *src, uint64_t len) HIDDEN;
+long adopt(uint64_t addr, uint64_t len, int prot, int copy) HIDDEN;
+long mem_mmap(const long *a) HIDDEN;
+long mem_munmap(const long *a) HIDDEN;
+long mem_mprotect(long nr, const long *a) HIDDEN;
+long mem_mremap(const long *a) HIDDEN;
+long mem_madvise(const long *a) HIDDEN;
+long mem_brk(const long *a) HIDDEN;
+long mem_futex(const long *a) HIDDEN;
+long mem_fd_guard(long nr, const long *a) HIDDEN;
+
+/* procmaps.c */
+struct pmap {
+    uint64_t lo, hi, off, inode;
+    uint32_t prot;
+    int priv;
+    const char *path; /* "" for anonymous; points into procmaps.c's buffer */
+};
+int procmaps_read(struct pmap *m, int max) HIDDEN;
+int path_is(const char *path, const char *name) HIDDEN;
+
+/* move.c */
+struct fork_job {
+    long flags, ctid;
+    int pipe[2];
+    uint64_t saved;
+};
+long move_into_window(uint64_t brk_res) HIDDEN;
+void shim_rw_range(uint64_t *lo, uint64_t *hi) HIDDEN; /* the shim's own data+bss */
+long fork_prepare(struct fork_job *f, long *flags, long ctid) HIDDEN;
+void fork_parent(struct fork_job *f, long r) HIDDEN;
+void fork_unmark_child(const struct fork_job *f) HIDDEN;
+void shim_on_stack(void *top, void (*fn)(void *), void *arg) HIDDEN; /* onstack.S */
+
+/* ---- migration (migrate.c: home side; shadow.c: shadow side; record.h) ---- */
+#define OFFLOAD_SYS_MIGRATE 0x4f4c0001L /* trapped: capture this context, move the thread */
+#define OFFLOAD_SYS_RESUME 0x4f4c0002L  /* trapped in the shadow: restore the context */
+#define OFFLOAD_SYS_LAYOUT 0x4f4c0003L  /* forwarded to the executor: a LAYOUT call + reply */
+long shim_trap(long nr, long arg) HIDDEN; /* onstack.S */
+long shim_dispatch(long nr, const long *a, ucontext_t *uc) HIDDEN; /* handler.c */
+extern char **shim_argv HIDDEN;
+void win_fake_reserve(uint64_t off, uint64_t pages) HIDDEN;
+long migrate_trap(const long *a, ucontext_t *uc) HIDDEN;   /* home: never returns on success */
+void migrate_main_thread(char **envp) HIDDEN;              /* constructor, OFFLOAD_ON */
+int shadow_start(char **envp) HIDDEN;                      /* constructor, OFFLOAD_SHADOW */
+void shadow_resume(ucontext_t *uc, const long *a) HIDDEN;   /* the RESUME trap */
+extern int shim_offloaded HIDDEN; /* this thread runs away from home: forward */
+extern int shim_resumed HIDDEN;
+extern uint64_t shim_job_lo HIDDEN, shim_job_hi HIDDEN;
+long offloaded_call(long nr, const long *a, ucontext_t *uc, int *handled) HIDDEN;
+
+/* The layout reply an executor writes for a forwarded LAYOUT call (window memory of the
+ * calling thread: its TLS): the table entries covering the affected range afterwards. */
+#define LAYOUT_REPLY_MAX 16
+struct layout_req {
+    long nr, args[6];
+    uint64_t lo, hi; /* range the reply describes */
+    uint32_t n, more; /* entries; more: the range had more than LAYOUT_REPLY_MAX */
+    struct wmap e[LAYOUT_REPLY_MAX];
+};
+
+/* stats.c: counters of marked mode */
+struct shim_mstats {
+    unsigned long futex_private; /* futex ops made private (window address) */
+    unsigned long moved_bytes;   /* bytes moved into the window at load */
+};
+extern struct shim_mstats shim_stats HIDDEN;
+int altstack_owns(uint64_t addr) HIDDEN; /* altstack.c: addr is in one of our altstacks */
 
 #endif

@@ -3,17 +3,23 @@
  * stats file. With OFFLOAD_SHIM_STATS=PATH, a process appends one line per class to PATH
  * when it calls exit_group (and before an execve, since the new image starts from zero):
  *   offload-shim pid=P comm=NAME at=exit_group class=HOME calls=N top=NR:COUNT,...
+ * and, in a marked process (or a fork child of one), one line about the window:
+ *   offload-shim pid=P comm=NAME at=exit_group window marked=1 maps=N bytes=B
+ *     private_rw=K futex_private=F migrated=M (M=1: it resumed a home's thread)
+ * (K: private writable mappings left outside the window, the shim's altstacks not counted).
  * Several processes (fork, exec) may share PATH: O_APPEND, one write() per line.
  * Counters belong to one process: a fork child resets its copy; a child sharing our memory
  * (CLONE_VM without CLONE_THREAD, e.g. posix_spawn's) does not own them and never writes.
  */
-#include <fcntl.h>
 #include "shim.h"
+#include <fcntl.h>
+#include <sys/mman.h>
 #include "route.h"
 
 #define NR_SLOTS 512  /* numbers >= 512 (and negative) are counted in the last bucket */
 #define TOP_N 8
 
+struct shim_mstats shim_stats;
 static unsigned long class_calls[OFFLOAD_NCLASSES];
 static unsigned long nr_calls[NR_SLOTS + 1];
 static char stats_path[4096];
@@ -57,6 +63,7 @@ void stats_count(long nr)
 
 void stats_reset_in_child(void)
 {
+    shim_stats.futex_private = 0;
     shim_zero(class_calls, sizeof class_calls);
     shim_zero(nr_calls, sizeof nr_calls);
     owner_pid = (int)sys0(SYS_getpid);
@@ -133,6 +140,62 @@ static void write_class(int fd, const char *at, int pid, int cls)
     sys3(SYS_write, fd, l.buf, l.len);
 }
 
+#define STAT_MAPS 2048
+
+/* private_rw: private writable mappings that are not the shim's own (altstacks, its
+ * data and bss). In a
+ * marked process this must be 0: every such byte belongs in the window. */
+static unsigned long private_rw(void)
+{
+    static struct pmap m[STAT_MAPS];
+    int n = procmaps_read(m, STAT_MAPS);
+    unsigned long k = 0;
+    uint64_t slo, shi;
+    shim_rw_range(&slo, &shi);
+    for (int i = 0; i < n; i++)
+        if (m[i].priv && (m[i].prot & PROT_WRITE) && !altstack_owns(m[i].lo) &&
+            !(m[i].lo >= slo && m[i].hi <= shi) &&
+            !(m[i].lo >= shim_job_lo && m[i].hi <= shim_job_hi))
+            k++;
+    return k;
+}
+
+static unsigned long window_bytes(void)
+{
+    unsigned long b = 0;
+    for (int i = 0; i < shim_ntab; i++)
+        if (shim_tab[i].kind == WM_WIN)
+            b += shim_tab[i].len;
+    return b;
+}
+
+/* write_window: "... window marked=1 maps=N bytes=B private_rw=K futex_private=F" */
+static void write_window(int fd, const char *at, int pid)
+{
+    struct line l;
+    l.len = 0;
+    put_s(&l, "offload-shim pid=");
+    put_u(&l, (unsigned long)pid);
+    put_s(&l, " comm=");
+    put_s(&l, comm[0] ? comm : "?");
+    put_s(&l, " at=");
+    put_s(&l, at);
+    put_s(&l, " window marked=");
+    put_u(&l, (unsigned long)shim_marked);
+    put_s(&l, " maps=");
+    put_u(&l, (unsigned long)shim_ntab);
+    put_s(&l, " bytes=");
+    put_u(&l, window_bytes());
+    put_s(&l, " private_rw=");
+    put_u(&l, private_rw());
+    put_s(&l, " futex_private=");
+    put_u(&l, shim_stats.futex_private);
+    put_s(&l, " migrated=");
+    put_u(&l, (unsigned long)shim_resumed);
+    put_s(&l, "\n");
+    sys3(SYS_write, fd, l.buf, l.len);
+}
+
 /* stats_owner: the calling process owns the counters (it is not a CLONE_VM child). */
 int stats_owner(void)
 {
@@ -151,5 +214,7 @@ void stats_write(const char *at)
         return;
     for (int cls = 0; cls < OFFLOAD_NCLASSES; cls++)
         write_class((int)fd, at, pid, cls);
+    if (shim_marked || shim_brk.on)
+        write_window((int)fd, at, pid);
     sys1(SYS_close, fd);
 }

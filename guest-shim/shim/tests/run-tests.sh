@@ -13,7 +13,7 @@ BIN="$TESTS_DIR/bin"
 SHIM="$SHIM_DIR/shim.so"
 FAILS=0
 WORK=$(mktemp -d /tmp/shim-tests.XXXXXX)
-trap 'rm -rf "$WORK"' EXIT
+trap '[[ -n ${KEEP:-} ]] || rm -rf "$WORK"' EXIT
 
 fail() { echo "FAIL: $*"; FAILS=$((FAILS + 1)); }
 
@@ -24,10 +24,12 @@ build() {
     fi
     mkdir -p "$BIN"
     local t
-    for t in t_fileio t_threads t_forkexec t_signals; do
+    for t in t_fileio t_threads t_forkexec t_signals t_memory; do
         gcc -O2 -Wall -Wextra -Werror -pthread -o "$BIN/$t" "$TESTS_DIR/$t.c" \
             || { echo "FAIL: build of $t"; exit 1; }
     done
+    gcc -O2 -Wall -Wextra -Werror -o "$BIN/t_record" "$TESTS_DIR/t_record.c" "$SHIM_DIR/record.c" \
+        || { echo "FAIL: build of t_record"; exit 1; }
 }
 
 # calls_of STATS COMM CLASS: summed calls= of CLASS lines of processes named COMM.
@@ -40,6 +42,11 @@ has_nr() {
     grep -E "comm=$2 .* top=(.*,)?$3:" "$1" >/dev/null
 }
 
+# SHIM_ENV: extra environment of the shimmed run (the marked-mode pass sets it);
+# SHIM_WRAP: a command both runs go through (setarch -R for the migration pass)
+SHIM_ENV=
+SHIM_WRAP=
+
 # run_pair NAME PREP CMD...: run CMD natively and under the shim (each after PREP, which
 # resets the scratch state); outputs and statuses must match. Leaves the stats in
 # $WORK/NAME.stats for the checks that follow.
@@ -47,11 +54,11 @@ run_pair() {
     local name=$1 prep=$2 rc1 rc2
     shift 2
     eval "$prep"
-    (cd "$WORK/run" && timeout 20 "$@") >"$WORK/$name.native" 2>&1
+    (cd "$WORK/run" && $SHIM_WRAP timeout 20 "$@") >"$WORK/$name.native" 2>&1
     rc1=$?
     eval "$prep"
     rm -f "$WORK/$name.stats"
-    (cd "$WORK/run" && OFFLOAD_SHIM_STATS="$WORK/$name.stats" LD_PRELOAD="$SHIM" timeout 20 "$@") \
+    (cd "$WORK/run" && $SHIM_WRAP env $SHIM_ENV OFFLOAD_SHIM_STATS="$WORK/$name.stats" LD_PRELOAD="$SHIM" timeout 20 "$@") \
         >"$WORK/$name.shim" 2>&1
     rc2=$?
     if [[ $rc1 != "$rc2" ]]; then
@@ -78,7 +85,8 @@ ge() { (($1 >= $2)); }
 
 fresh_dir() { rm -rf "$WORK/run" && mkdir -p "$WORK/run"; }
 # ls of / without the entries other people's work changes while we run
-ls_root() { ls -la / | grep -Ev ' (tmp|run|root|work|proc|sys|dev|\.|\.\.)$'; }
+# (spaces squeezed: column widths depend on the excluded entries' link counts, e.g. /proc)
+ls_root() { ls -la / | grep -Ev ' (tmp|run|root|work|proc|sys|dev|\.|\.\.)$' | tr -s ' '; }
 export -f ls_root
 
 t0=$SECONDS
@@ -121,7 +129,7 @@ if run_pair ls-root fresh_dir bash -c ls_root; then
     need ls-root "ls trapped calls" ge "$(calls_of "$WORK/ls-root.stats" ls HOME)" 20 && check ls-root
 fi
 
-if run_pair ls-dir 'fresh_dir; mkdir -p $WORK/run/d/e; echo x >$WORK/run/d/f; ln -s f $WORK/run/d/l; touch -d @0 $WORK/run/d $WORK/run/d/*' \
+if run_pair ls-dir 'fresh_dir; mkdir -p $WORK/run/d/e; echo x >$WORK/run/d/f; ln -s f $WORK/run/d/l; touch -h -d @0 $WORK/run/d/l; touch -d @0 $WORK/run/d $WORK/run/d/* $WORK/run' \
     ls -la --time-style=+%s d; then
     need ls-dir "ls trapped calls" ge "$(calls_of "$WORK/ls-dir.stats" ls HOME)" 20 && check ls-dir
 fi
@@ -138,6 +146,82 @@ fi
 if run_pair kill-sys fresh_dir sh -c 'echo before; kill -SYS $$; echo after' 2>/dev/null; then
     check kill-sys
 fi
+
+if run_pair memory fresh_dir "$BIN/t_memory"; then
+    need memory "mmap/munmap/mprotect/mremap/brk trapped" grep -q "comm=t_memory .*class=LAYOUT .*12:" "$WORK/memory.stats" &&
+        check memory
+fi
+
+# ---- marked mode: every private writable mapping in the window (a memfd stands in for
+# /dev/offload). Same programs, same outputs; the window line of each marked process must
+# say private_rw=0 (no private writable mapping left besides the shim's altstacks).
+SHIM_ENV="OFFLOAD_MARKED=1 OFFLOAD_SHIM_FAKE_WINDOW=1G"
+
+# marked_ok NAME COMM: COMM ended marked with nothing private left, and no marked process
+# of the run left anything private.
+marked_ok() {
+    grep -qE "comm=$2 at=exit_group window marked=1 .* private_rw=0 " "$WORK/$1.stats" &&
+        ! grep -qE "window marked=1 .* private_rw=[1-9]" "$WORK/$1.stats"
+}
+
+futex_private_of() {
+    grep -E "comm=$2 at=exit_group window marked=1" "$WORK/$1.stats" | sed -E 's/.*futex_private=([0-9]+).*/\1/' | head -1
+}
+
+if run_pair m-fileio fresh_dir "$BIN/t_fileio" "$WORK/run"; then
+    need m-fileio "t_fileio marked, private_rw=0" marked_ok m-fileio t_fileio && check m-fileio
+fi
+if run_pair m-threads fresh_dir "$BIN/t_threads"; then
+    need m-threads "t_threads marked, private_rw=0" marked_ok m-threads t_threads &&
+        need m-threads "pthread_join futexes made private" ge "$(futex_private_of m-threads t_threads)" 1 &&
+        check m-threads
+fi
+if run_pair m-forkexec fresh_dir "$BIN/t_forkexec"; then
+    need m-forkexec "t_forkexec marked, private_rw=0" marked_ok m-forkexec t_forkexec &&
+        need m-forkexec "fork children unmarked" grep -q "comm=t_forkexec at=exit_group window marked=0" "$WORK/m-forkexec.stats" &&
+        need m-forkexec "exec'd echo marked again" grep -q "comm=echo at=exit_group window marked=1 .* private_rw=0 " "$WORK/m-forkexec.stats" &&
+        check m-forkexec
+fi
+if run_pair m-signals fresh_dir "$BIN/t_signals"; then
+    need m-signals "t_signals marked, private_rw=0" marked_ok m-signals t_signals && check m-signals
+fi
+if run_pair m-memory fresh_dir "$BIN/t_memory"; then
+    need m-memory "t_memory marked, private_rw=0" marked_ok m-memory t_memory && check m-memory
+fi
+if run_pair m-sh fresh_dir sh -c "$SH_SCRIPT"; then
+    need m-sh "sh marked, private_rw=0" marked_ok m-sh sh && check m-sh
+fi
+
+# ---- migration to self (docs/offload-threads.md section 3, natively): OFFLOAD_ON makes the
+# constructor capture the main thread's context and write the spawn record into the window
+# (a file here); test mode then execs the program with OFFLOAD_SHADOW, whose shim checks
+# the file mappings, maps the window regions over its own memory and resumes the captured
+# context. No ASLR (setarch -R), as `offload run` does. Outputs must equal the native ones.
+if "$BIN/t_record" >/dev/null; then check record; else fail "record: encode/decode unit test"; fi
+
+migrated_ok() {
+    grep -qE "comm=$2 at=exit_group window marked=1 .* private_rw=0 .* migrated=1" "$WORK/$1.stats"
+}
+SHIM_ENV="OFFLOAD_ON=0 OFFLOAD_SHIM_MIGRATE_TEST=1 OFFLOAD_SHIM_FAKE_WINDOW=1G@$WORK/win"
+SHIM_WRAP="setarch -R"
+if run_pair g-fileio fresh_dir "$BIN/t_fileio" "$WORK/run"; then
+    need g-fileio "t_fileio resumed from its record" migrated_ok g-fileio t_fileio && check g-fileio
+fi
+if run_pair g-threads fresh_dir "$BIN/t_threads"; then
+    need g-threads "t_threads resumed from its record" migrated_ok g-threads t_threads && check g-threads
+fi
+if run_pair g-forkexec fresh_dir "$BIN/t_forkexec"; then
+    need g-forkexec "t_forkexec resumed from its record" migrated_ok g-forkexec t_forkexec && check g-forkexec
+fi
+if run_pair g-signals fresh_dir "$BIN/t_signals"; then
+    need g-signals "t_signals resumed from its record" migrated_ok g-signals t_signals && check g-signals
+fi
+if run_pair g-memory fresh_dir "$BIN/t_memory"; then
+    need g-memory "t_memory resumed from its record" migrated_ok g-memory t_memory && check g-memory
+fi
+rm -f "$WORK"/win.*
+SHIM_ENV=
+SHIM_WRAP=
 
 # OFFLOAD_SHIM=off: the shim must do nothing at all (no stats file)
 rm -f "$WORK/off.stats"

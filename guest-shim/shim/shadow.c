@@ -1,0 +1,341 @@
+/*
+ * shadow.c: the shadow side of a moved thread (docs/offload-threads.md section 3).
+ * `offload shadow` execs the home's program (same image, same addresses: no ASLR) with
+ * OFFLOAD_SHADOW=NODE:PID:TID:REC_OFF:REC_LEN and OFFLOAD_FD=n (its /dev/offload file,
+ * attached). The constructor here:
+ *  1. maps the record, checks that every FILE mapping of the home is here at the same
+ *     address (path, offset, prot): else the image differs and nothing can be resumed;
+ *  2. copies what it still needs (context, maps) into a private region that no window
+ *     mapping will cover, and continues on that region as its stack;
+ *  3. maps every WIN region MAP_FIXED|MAP_SHARED over its own memory (data, bss, heap,
+ *     stack, TLS: from now on the home's bytes), reserves the PENDING ones, rebuilds the
+ *     table, sets FS base, arms SUD in "offloaded" mode;
+ *  4. issues OFFLOAD_SYS_RESUME: its SIGSYS ucontext is overwritten with the home's
+ *     (registers, FPU/xsave state, mask) and the handler returns into the home's thread,
+ *     right after its migrate trap, with rax = 0.
+ * Offloaded routing (offloaded_call): HOME calls go to the executor (OFFLOAD_IOC_SYSCALL),
+ * LOCAL ones run here, LAYOUT ones run at home and are replayed here from the table
+ * entries the executor sends back. With a fake window (the native migration test) there is
+ * no home to forward to: the process is marked and runs everything itself.
+ */
+#include "shim.h"
+#include <fcntl.h>
+#include <sys/mman.h>
+#include "record.h"
+#include "route.h"
+#include "../kmod/offload_abi.h"
+
+int shim_offloaded;
+int shim_resumed;          /* this process resumed a home's thread (stats line) */
+uint64_t shim_job_lo, shim_job_hi; /* the private job region (not "left outside the window") */
+static uint32_t home_node, home_tid;
+
+#define JOB_SIZE (4UL << 20)
+#define JOB_MAPS_MAX 8192
+
+/* Everything the restore needs, in private memory that no window mapping covers. */
+struct shadow_job {
+    struct rec_ctx ctx;
+    uint32_t n;
+    struct rec_map maps[JOB_MAPS_MAX];
+};
+
+static int is_err(long r) { return r < 0 && r > -4096; }
+static uint64_t pgup(uint64_t x) { return (x + PAGE - 1) & ~(uint64_t)(PAGE - 1); }
+
+static void die(const char *msg)
+{
+    shim_say(msg);
+    sys1(SYS_exit_group, 127);
+}
+
+/* parse_u: a decimal field up to ':' or the end; *p moves past it. */
+static uint64_t parse_u(const char **p)
+{
+    uint64_t v = 0;
+    while (**p >= '0' && **p <= '9')
+        v = v * 10 + (uint64_t)(*(*p)++ - '0');
+    if (**p == ':')
+        (*p)++;
+    return v;
+}
+
+static struct pmap here[2048];
+
+/* files_match: every FILE entry of the record is mapped here identically. */
+static int files_match(const char *rec, uint64_t len, const struct rec_view *v)
+{
+    int n = procmaps_read(here, 2048);
+    for (uint32_t i = 0; i < v->n_maps; i++) {
+        const struct rec_map *m = &v->maps[i];
+        int ok = m->kind != REC_FILE;
+        for (int k = 0; k < n && !ok; k++)
+            ok = here[k].lo == m->addr && here[k].hi == m->addr + m->len &&
+                 here[k].off == m->off && here[k].prot == m->prot &&
+                 path_is(here[k].path, rec_map_path(rec, len, m));
+        if (!ok) {
+            shim_say("offload-shim: shadow: file mapping differs from the home's: ");
+            shim_say(rec_map_path(rec, len, m));
+            shim_say("\n");
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static int overlaps(const struct rec_view *v, uint64_t lo, uint64_t hi)
+{
+    for (uint32_t i = 0; i < v->n_maps; i++)
+        if (v->maps[i].kind != REC_FILE && v->maps[i].addr < hi &&
+            v->maps[i].addr + v->maps[i].len > lo)
+            return 1;
+    return 0;
+}
+
+/* job_region: private memory outside every WIN/PENDING range of the record. */
+static struct shadow_job *job_region(const struct rec_view *v)
+{
+    uint64_t hint = 0x100000000000UL;
+    for (int tries = 0; tries < 64; tries++, hint += 0x10000000000UL) {
+        long p = shim_sys6(SYS_mmap, (long)hint, JOB_SIZE, PROT_READ | PROT_WRITE,
+                           MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        if (is_err(p))
+            return 0;
+        if (!overlaps(v, (uint64_t)p, (uint64_t)p + JOB_SIZE))
+            return (struct shadow_job *)p;
+        sys2(SYS_munmap, p, JOB_SIZE);
+    }
+    return 0;
+}
+
+/* map_regions: the home's memory over ours; the table becomes the home's. Runs on the
+ * job region's stack: our own stack is one of the regions replaced. */
+static void map_regions(struct shadow_job *j)
+{
+    layout_clear();
+    for (uint32_t i = 0; i < j->n; i++) {
+        const struct rec_map *m = &j->maps[i];
+        long r = 0;
+        if (m->kind == REC_WIN) {
+            r = win_map(m->addr, m->len, (int)m->prot, m->off, MAP_FIXED);
+            win_fake_reserve(m->off, m->len / PAGE);
+            tab_add(m->addr, m->len, m->off, (int)m->prot, WM_WIN);
+        } else if (m->kind == REC_PENDING) {
+            r = shim_sys6(SYS_mmap, (long)m->addr, (long)m->len, (long)m->prot,
+                          MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0);
+            tab_add(m->addr, m->len, 0, (int)m->prot, WM_PENDING);
+        }
+        if (is_err(r))
+            die("offload-shim: shadow: cannot map a window region\n");
+    }
+    shim_brk = (struct brk_state){.lo = j->ctx.brk_lo, .hi = j->ctx.brk_hi,
+                                  .cur = j->ctx.brk_cur, .on = j->ctx.brk_hi != 0};
+}
+
+/* shadow_finish: on the job region's stack; never returns (RESUME trap). */
+static void shadow_finish(void *arg)
+{
+    struct shadow_job *j = arg;
+    char *alt;
+    int slot;
+    map_regions(j);
+    sys2(SYS_arch_prctl, 0x1002 /* ARCH_SET_FS */, j->ctx.fs_base);
+    sigs_init();
+    slot = altstack_alloc(&alt);
+    if (!alt || altstack_install(alt) < 0)
+        die("offload-shim: shadow: no signal stack\n");
+    shim_self.slot = slot;
+    altstack_set_owner(slot, (int)sys0(SYS_getpid), (int)sys0(SYS_gettid));
+    if (shim_arm_thread() < 0)
+        die("offload-shim: shadow: cannot arm syscall user dispatch\n");
+    shim_trap(OFFLOAD_SYS_RESUME, (long)j);
+    die("offload-shim: shadow: resume failed\n");
+}
+
+/* shadow_resume: in the handler of the RESUME trap: the frame becomes the home's. */
+void shadow_resume(ucontext_t *uc, const long *a)
+{
+    const struct shadow_job *j = (const struct shadow_job *)a[0];
+    uint8_t *fp = (uint8_t *)uc->uc_mcontext.fpregs;
+    uint32_t magic = 0, ext = 512;
+    uint64_t mask = j->ctx.sigmask & ~SIGBIT(SIGSYS);
+    shim_copy(uc->uc_mcontext.gregs, j->ctx.gregs, sizeof j->ctx.gregs);
+    shim_copy(&uc->uc_sigmask, &mask, 8);
+    if (!fp)
+        return;
+    shim_copy(&magic, fp + 464, 4);
+    if (magic == 0x46505853U)
+        shim_copy(&ext, fp + 468, 4);
+    if (j->ctx.fp_size == ext) { /* same CPU features: the whole xsave image */
+        shim_copy(fp, j->ctx.fp, ext);
+        return;
+    }
+    shim_copy(fp, j->ctx.fp, 464); /* the legacy fxsave part, then x87+SSE in use */
+    if (magic == 0x46505853U)
+        fp[512] |= 3;
+}
+
+/* open_window: the fake file of the native test, or the inherited OFFLOAD_FD. */
+static int open_window(char **envp)
+{
+    struct offload_window_info wi;
+    const char *fd = shim_getenv(envp, "OFFLOAD_FD");
+    long n;
+    if (shim_getenv(envp, "OFFLOAD_SHIM_FAKE_WINDOW"))
+        return win_open(envp);
+    if (!fd)
+        return -9;
+    n = (long)parse_u(&fd);
+    if (sys3(SYS_ioctl, n, OFFLOAD_IOC_WINDOW_INFO, &wi) < 0)
+        return -9;
+    win_adopt_fd((int)n, 0, wi.size);
+    shim_win.node = wi.node_index;
+    return 0;
+}
+
+/* shadow_start: the constructor in shadow mode; returns only on failure (< 0). */
+int shadow_start(char **envp)
+{
+    const char *s = shim_getenv(envp, "OFFLOAD_SHADOW");
+    uint64_t off, len;
+    struct rec_view v;
+    struct shadow_job *j;
+    long rec;
+    home_node = (uint32_t)parse_u(&s);
+    parse_u(&s); /* home pid: the driver's business (attach) */
+    home_tid = (uint32_t)parse_u(&s);
+    off = parse_u(&s);
+    len = parse_u(&s);
+    if (open_window(envp) < 0)
+        die("offload-shim: shadow: no window\n");
+    rec = win_map(0, pgup(len), PROT_READ, off, 0);
+    if (is_err(rec) || rec_decode((const char *)rec, len, &v) < 0)
+        die("offload-shim: shadow: bad spawn record\n");
+    if (!files_match((const char *)rec, len, &v) || v.n_maps > JOB_MAPS_MAX ||
+        !(j = job_region(&v)))
+        die("offload-shim: shadow: cannot resume here\n");
+    shim_copy(&j->ctx, v.ctx, sizeof j->ctx);
+    j->n = v.n_maps;
+    shim_copy(j->maps, v.maps, v.n_maps * sizeof(struct rec_map));
+    sys2(SYS_munmap, rec, pgup(len));
+    win_fake_reserve(off, pgup(len) / PAGE);
+    shim_marked = 1;
+    shim_resumed = 1;
+    shim_job_lo = (uint64_t)j;
+    shim_job_hi = (uint64_t)j + JOB_SIZE;
+    shim_offloaded = !shim_win.fake; /* fake: no home to forward to, run as marked */
+    shim_on_stack((char *)j + JOB_SIZE, shadow_finish, j);
+    return -1;
+}
+
+/* ---- offloaded routing ---- */
+
+/* home_lost: the home is gone or refuses us: the thread cannot go on (decision 7). stderr
+ * is at home, so the message goes to the kernel log. */
+static void home_lost(long err)
+{
+    long fd = sys4(SYS_openat, AT_FDCWD, "/dev/kmsg", O_WRONLY | O_CLOEXEC, 0);
+    const char *msg = "offload-shim: shadow: home unreachable, killing the shadow\n";
+    (void)err;
+    if (fd >= 0)
+        sys3(SYS_write, fd, msg, shim_strlen(msg));
+    sys2(SYS_kill, sys0(SYS_getpid), SIGKILL);
+}
+
+static long forward(long nr, const long *a)
+{
+    struct offload_syscall s = {.node = home_node, .tid = home_tid, .nr = (uint64_t)nr};
+    long r;
+    shim_copy(s.args, a, sizeof s.args);
+    r = sys3(SYS_ioctl, shim_win.fd, OFFLOAD_IOC_SYSCALL, &s);
+    if (r < 0)
+        home_lost(r);
+    return s.ret;
+}
+
+/* replay: make [lo, hi) here what the executor says it is at home. */
+static void replay(const struct layout_req *q)
+{
+    uint64_t saved, x = q->lo;
+    layout_lock(&saved);
+    tab_cut(q->lo, q->hi);
+    for (uint32_t i = 0; i < q->n; i++) {
+        const struct wmap *e = &q->e[i];
+        if (e->addr > x)
+            sys2(SYS_munmap, x, e->addr - x);
+        if (e->kind == WM_WIN)
+            win_map(e->addr, e->len, (int)e->prot, e->off, MAP_FIXED);
+        else
+            shim_sys6(SYS_mmap, (long)e->addr, (long)e->len, e->prot,
+                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0);
+        tab_add(e->addr, e->len, e->off, (int)e->prot, (int)e->kind);
+        x = e->addr + e->len;
+    }
+    if (!q->more && x < q->hi)
+        sys2(SYS_munmap, x, q->hi - x);
+    layout_unlock(&saved);
+}
+
+/* layout_range: the range a LAYOUT call changes (an mmap's: set by the executor). */
+static void layout_range(long nr, const long *a, struct layout_req *q)
+{
+    q->lo = (uint64_t)a[0];
+    q->hi = q->lo + pgup((uint64_t)a[1]);
+    if (nr == SYS_mremap) {
+        q->hi = q->lo + pgup((uint64_t)(a[2] > a[1] ? a[2] : a[1]));
+    } else if (nr == SYS_brk) {
+        q->lo = shim_brk.lo;
+        q->hi = shim_brk.hi;
+    }
+}
+
+/* forward_layout: run at home, then replay here. The request lives in the thread's TLS
+ * (window memory: the executor reads and writes it in place). */
+static __thread struct layout_req layout_q __attribute__((tls_model("initial-exec")));
+
+static long forward_layout(long nr, const long *a)
+{
+    struct layout_req *q = &layout_q;
+    long fa[6] = {nr, (long)q, 0, 0, 0, 0}, r;
+    q->nr = nr;
+    shim_copy(q->args, a, sizeof q->args);
+    layout_range(nr, a, q);
+    r = forward(OFFLOAD_SYS_LAYOUT, fa); /* the executor sets lo/hi of an mmap */
+    replay(q);
+    return r;
+}
+
+/* offloaded_call: the routing of a thread running away from home; *handled = 0 leaves
+ * the call to the ordinary (local) dispatch. */
+long offloaded_call(long nr, const long *a, ucontext_t *uc, int *handled)
+{
+    (void)uc;
+    *handled = 1;
+    switch (nr) {
+    case SYS_exit:
+        forward(nr, a);
+        return thread_exit_trap(a);
+    case SYS_exit_group:
+        forward(nr, a); /* the home exits; our file's release ends us too */
+        return sys1(SYS_exit_group, a[0]);
+    case SYS_clone:
+    case SYS_clone3:
+    case SYS_fork:
+    case SYS_vfork:
+        return -38; /* ENOSYS: not yet (docs/syscall-routing.md) */
+    case SYS_rt_sigprocmask:
+    case SYS_sigaltstack:
+    case SYS_rt_sigreturn:
+        *handled = 0; /* the thread's own mask and stacks: here */
+        return 0;
+    }
+    switch (offload_route(nr)) {
+    case OFFLOAD_LOCAL:
+        *handled = 0;
+        return 0;
+    case OFFLOAD_LAYOUT:
+        return forward_layout(nr, a);
+    default:
+        return forward(nr, a);
+    }
+}
