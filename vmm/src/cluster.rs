@@ -5,8 +5,9 @@
 //! events for the guest; every transport outcome maps to the errno the guest driver returns.
 //! The syscall router's messages travel as one-way `App` messages of kind
 //! [`APP_KIND_SYSCALL`] (the DSM's as kind [`APP_KIND_DSM`]). Guest messages are transport
-//! requests carrying an `App` message of kind [`APP_KIND_GUEST_MSG`] (u32 kind, body); the
-//! reply is an `App` message of the same kind (i32 status, body).
+//! requests carrying an `App` message of kind [`APP_KIND_GUEST_MSG`], answered by a response
+//! of the same kind; their payloads are encoded and checked by [`crate::offload::guestmsg`],
+//! this module only carries them (and maps the transport's failures to errnos).
 
 use std::collections::HashMap;
 use std::os::fd::RawFd;
@@ -22,14 +23,11 @@ use crate::devices::offload::{Inbound, Outbound};
 use crate::dsm::wire::APP_KIND_DSM;
 use crate::dsm::{Dsm, PeerSender};
 use crate::offload::wire::{self as sys_wire, APP_KIND_SYSCALL};
+pub use crate::offload::{APP_KIND_GUEST_MSG, GUEST_MSG_TIMEOUT};
 use crate::ratelimit::RateLimiter;
 
 /// How long a guest-to-guest ping may take before it fails with `ETIMEDOUT`.
 pub const PING_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long a guest message may wait for its reply before it fails with `ETIMEDOUT`.
-pub const GUEST_MSG_TIMEOUT: Duration = Duration::from_secs(10);
-/// Transport `App` kind of guest messages and their replies.
-pub const APP_KIND_GUEST_MSG: u16 = 0x0300;
 
 /// The offload device's view of a running transport.
 pub struct TransportLink {
@@ -108,11 +106,10 @@ impl TransportLink {
                 node,
                 id,
                 message: Message::App { kind, payload },
-            } if kind == APP_KIND_GUEST_MSG && payload.len() >= 4 => Some(Inbound::GuestMsgIn {
+            } if kind == APP_KIND_GUEST_MSG => Some(Inbound::GuestMsgIn {
                 src: u32::from(node.0),
                 request: id,
-                kind: u32::from_le_bytes([payload[0], payload[1], payload[2], payload[3]]),
-                body: payload[4..].to_vec(),
+                payload,
             }),
             Event::Request { node, id, message } => {
                 log::warn!(
@@ -189,7 +186,7 @@ impl TransportLink {
 impl TransportLink {
     /// Sends a guest message as a transport request; one the transport refuses at once
     /// fails with `-ENOTCONN`.
-    fn send_guest_msg(&mut self, node: u32, id: u64, kind: u32, body: Vec<u8>) -> Option<Inbound> {
+    fn send_guest_msg(&mut self, node: u32, id: u64, payload: Vec<u8>) -> Option<Inbound> {
         let failed = Some(Inbound::GuestMsgResult {
             id,
             result: Err(errno::ENOTCONN),
@@ -197,8 +194,6 @@ impl TransportLink {
         let Ok(to) = u16::try_from(node) else {
             return failed;
         };
-        let mut payload = kind.to_le_bytes().to_vec();
-        payload.extend_from_slice(&body);
         let app = Message::App {
             kind: APP_KIND_GUEST_MSG,
             payload,
@@ -226,19 +221,13 @@ fn peer_state(node: NodeId, state: PeerState) -> Inbound {
     }
 }
 
-/// The guest-visible outcome of a guest message: the reply's body, or a positive errno (the
-/// peer guest's own negative status, or the transport's failure as for a ping).
+/// The outcome of a guest message for the device: the reply's payload (checked there), or
+/// the transport's failure as a positive errno, as for a ping. A reply that is not an `App`
+/// message of the right kind becomes an empty payload, which the device counts as malformed.
 fn guest_msg_result(result: Result<Message, RequestError>) -> Result<Vec<u8>, i32> {
     match result {
-        Ok(Message::App { kind, payload }) if kind == APP_KIND_GUEST_MSG && payload.len() >= 4 => {
-            let status = i32::from_le_bytes([payload[0], payload[1], payload[2], payload[3]]);
-            match status {
-                0 => Ok(payload[4..].to_vec()),
-                s if sys_wire::valid_status(s) => Err(-s),
-                _ => Err(errno::EINVAL),
-            }
-        }
-        Ok(Message::Pong { .. }) | Ok(_) => Err(errno::EINVAL),
+        Ok(Message::App { kind, payload }) if kind == APP_KIND_GUEST_MSG => Ok(payload),
+        Ok(_) => Ok(Vec::new()),
         Err(e) => ping_result(Err(e)),
     }
 }
@@ -293,21 +282,13 @@ impl ClusterLink for TransportLink {
                 None
             }
             Outbound::Syscall { node, msg } => self.send_syscall(node, msg),
-            Outbound::GuestMsg {
-                node,
-                id,
-                kind,
-                body,
-            } => self.send_guest_msg(node, id, kind, body),
+            Outbound::GuestMsg { node, id, payload } => self.send_guest_msg(node, id, payload),
             Outbound::GuestMsgRet {
                 node,
                 request,
-                status,
-                body,
+                payload,
             } => {
                 let to = NodeId(u16::try_from(node).ok()?);
-                let mut payload = status.to_le_bytes().to_vec();
-                payload.extend_from_slice(&body);
                 let app = Message::App {
                     kind: APP_KIND_GUEST_MSG,
                     payload,
@@ -364,28 +345,18 @@ mod tests {
     }
 
     #[test]
-    fn guest_message_replies_map_to_body_or_errno() {
-        let reply = |status: i32, body: &[u8]| {
-            let mut payload = status.to_le_bytes().to_vec();
-            payload.extend_from_slice(body);
-            Ok(Message::App {
-                kind: APP_KIND_GUEST_MSG,
-                payload,
-            })
-        };
-        assert_eq!(guest_msg_result(reply(0, b"ok")), Ok(b"ok".to_vec()));
-        assert_eq!(guest_msg_result(reply(-3, b"")), Err(3));
-        assert_eq!(guest_msg_result(reply(7, b"")), Err(errno::EINVAL));
-        let short = Ok(Message::App {
+    fn guest_message_replies_carry_their_payload_or_errno() {
+        let reply = Ok(Message::App {
             kind: APP_KIND_GUEST_MSG,
-            payload: vec![0, 0],
+            payload: vec![1, 2],
         });
-        assert_eq!(guest_msg_result(short), Err(errno::EINVAL));
+        assert_eq!(guest_msg_result(reply), Ok(vec![1, 2]));
         let other_kind = Ok(Message::App {
             kind: APP_KIND_SYSCALL,
             payload: vec![0; 8],
         });
-        assert_eq!(guest_msg_result(other_kind), Err(errno::EINVAL));
+        assert_eq!(guest_msg_result(other_kind), Ok(vec![]));
+        assert_eq!(guest_msg_result(Ok(Message::Heartbeat)), Ok(vec![]));
         assert_eq!(
             guest_msg_result(Err(RequestError::Timeout)),
             Err(errno::ETIMEDOUT)

@@ -6,7 +6,8 @@
 //! [`Outbound`] messages for the cluster. Nothing here waits on the network: a `PING` or a
 //! forwarded `SYSCALL` is parked with its descriptor chain until its answer arrives and is
 //! completed then. The syscall requests and events are in [`syscall`], driving the router of
-//! [`crate::offload`].
+//! [`crate::offload`]; guest messages are in [`guestmsg`], driving
+//! [`crate::offload::GuestMsgs`].
 
 mod guestmsg;
 pub mod handler;
@@ -25,7 +26,7 @@ use super::virtio::{
     read_config_bytes, Activation, Interrupt, VirtioDevice, VirtioError, INT_USED_RING,
     VIRTIO_F_VERSION_1,
 };
-use crate::offload::{Router, RouterStats, SysMsg};
+use crate::offload::{GuestMsgStats, GuestMsgs, Router, RouterStats, SysMsg};
 use crate::ratelimit::RateLimiter;
 
 /// Queue sizes: requests, events.
@@ -80,20 +81,18 @@ pub enum Outbound {
     /// A syscall router message for `node` (transport `App` kind 0x0200). If it cannot be
     /// handed to the transport it comes back as [`Inbound::SyscallUnsent`].
     Syscall { node: u32, msg: SysMsg },
-    /// A guest message of `kind` for `node`'s guest; the reply comes back as
-    /// [`Inbound::GuestMsgResult`] with the same `id`.
+    /// A guest message for `node` (transport request carrying `App` kind 0x0300; `payload`
+    /// already encoded); its outcome comes back as [`Inbound::GuestMsgResult`] with `id`.
     GuestMsg {
         node: u32,
         id: u64,
-        kind: u32,
-        body: Vec<u8>,
+        payload: Vec<u8>,
     },
-    /// The guest's reply to the guest message `request` that came from `node`.
+    /// The reply (encoded `App` kind 0x0300 payload) to the guest message `request` of `node`.
     GuestMsgRet {
         node: u32,
         request: u64,
-        status: i32,
-        body: Vec<u8>,
+        payload: Vec<u8>,
     },
 }
 
@@ -117,24 +116,24 @@ pub enum Inbound {
     Syscall { src: u32, payload: Vec<u8> },
     /// `Outbound::Syscall` could not be sent (peer not connected).
     SyscallUnsent { node: u32, msg: SysMsg },
-    /// The reply to `Outbound::GuestMsg { id }`: its body, or a positive errno (the peer
-    /// guest's own refusal, or why no reply came).
+    /// The outcome of `Outbound::GuestMsg { id }`: the reply's `App` payload (not yet
+    /// checked), or a positive errno for why no reply came.
     GuestMsgResult {
         id: u64,
         result: Result<Vec<u8>, i32>,
     },
-    /// A peer guest sends this guest a message; `request` identifies it for the reply.
+    /// A guest message from `src` (`App` kind 0x0300 payload, not yet checked); `request`
+    /// identifies it for the reply.
     GuestMsgIn {
         src: u32,
         request: u64,
-        kind: u32,
-        body: Vec<u8>,
+        payload: Vec<u8>,
     },
 }
 
-/// What a token handed to the guest in an event answers: (token, source node, transport
-/// request, whether it is a guest message (else a ping)).
-type Token = (u64, u32, u64, bool);
+/// What a `PING_IN` token handed to the guest answers: (token, source node, transport
+/// request).
+type Token = (u64, u32, u64);
 
 /// A request waiting for the network, with where its response goes.
 struct Parked {
@@ -161,14 +160,16 @@ pub struct OffloadStats {
     pub interrupts: u64,
     /// The syscall router's work.
     pub syscalls: RouterStats,
+    /// Guest messages.
+    pub guest_msgs: GuestMsgStats,
 }
 
 impl std::fmt::Display for OffloadStats {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "requests={} events={} interrupts={} {}",
-            self.requests, self.events, self.interrupts, self.syscalls
+            "requests={} events={} interrupts={} {} {}",
+            self.requests, self.events, self.interrupts, self.syscalls, self.guest_msgs
         )
     }
 }
@@ -191,6 +192,8 @@ pub struct OffloadDevice {
     warn: RateLimiter,
     /// Forwarded syscalls, each waiting with its chain (caller side) or token (home side).
     router: Router<Parked>,
+    /// Guest messages, each waiting with its chain (sender side) or token (target side).
+    msgs: GuestMsgs<Parked>,
     /// Messages produced outside a call that returns them (reset, evicted events); they go
     /// out with the next batch.
     outbox: Vec<Outbound>,
@@ -233,6 +236,7 @@ impl OffloadDevice {
             window: None,
             warn: RateLimiter::new(module_path!(), Duration::from_secs(5)),
             router: Router::new(identity_index, num_nodes),
+            msgs: GuestMsgs::new(identity_index, num_nodes),
             outbox: Vec::new(),
         }
     }
@@ -301,6 +305,7 @@ impl OffloadDevice {
                     *s = state;
                 }
                 self.syscall_peer_state(node, state == PeerState::Up);
+                self.guest_msg_peer_state(node, state == PeerState::Up);
                 let ev = protocol::encode_event(
                     protocol::EVENT_PEER_STATE,
                     node,
@@ -319,16 +324,15 @@ impl OffloadDevice {
                 vec![]
             }
             Inbound::GuestMsgResult { id, result } => {
-                self.complete_ping(id, result);
+                self.complete_guest_msg(id, result);
                 vec![]
             }
             Inbound::GuestMsgIn {
                 src,
                 request,
-                kind,
-                body,
+                payload,
             } => {
-                self.guest_msg_in(src, request, kind, &body);
+                self.guest_msg_in(src, request, &payload);
                 vec![]
             }
         }
@@ -376,7 +380,7 @@ impl OffloadDevice {
                 self.respond(&chain, tag, status, &body)
             }
             Request::Pong { token, payload } => {
-                let status = match self.take_token(token, false) {
+                let status = match self.take_token(token) {
                     Some((node, request)) => {
                         out.push(Outbound::Pong {
                             node,
@@ -395,14 +399,14 @@ impl OffloadDevice {
                 self.respond(&chain, tag, status, &[])
             }
             Request::GuestMsg { node, kind, body } => {
-                self.start_guest_msg(chain, tag, node, kind, body, out)
+                self.start_guest_msg(chain, tag, node, kind, &body)
             }
             Request::GuestMsgRet {
                 token,
                 status,
                 body,
             } => {
-                let status = self.guest_msg_ret(token, status, body, out);
+                let status = self.guest_msg_ret(token, status, &body);
                 self.respond(&chain, tag, status, &[])
             }
         }
@@ -519,38 +523,34 @@ impl OffloadDevice {
             ));
             return vec![];
         }
-        let token = self.hand_out_token(src, request, false);
+        let token = self.hand_out_token(src, request);
         let ev = protocol::encode_event(protocol::EVENT_PING_IN, src, token, &payload);
         self.push_event(ev);
         vec![]
     }
 
-    /// A token for the guest's answer to transport request `request` of `src`; the oldest
+    /// A token for the guest's `PONG` to transport request `request` of `src`; the oldest
     /// is forgotten beyond [`MAX_TOKENS`] (its answer then gets `-ENOENT`).
-    fn hand_out_token(&mut self, src: u32, request: u64, msg: bool) -> u64 {
+    fn hand_out_token(&mut self, src: u32, request: u64) -> u64 {
         let token = self.next_token;
         self.next_token += 1;
         if self.tokens.len() >= MAX_TOKENS {
             self.tokens.pop_front();
         }
-        self.tokens.push_back((token, src, request, msg));
+        self.tokens.push_back((token, src, request));
         token
     }
 
-    /// Takes `token` if it was handed out for the same kind of exchange (`msg`: a guest
-    /// message, else a ping).
-    fn take_token(&mut self, token: u64, msg: bool) -> Option<(u32, u64)> {
-        let pos = self
-            .tokens
-            .iter()
-            .position(|&(t, _, _, m)| t == token && m == msg)?;
-        self.tokens.remove(pos).map(|(_, src, req, _)| (src, req))
+    fn take_token(&mut self, token: u64) -> Option<(u32, u64)> {
+        let pos = self.tokens.iter().position(|&(t, _, _)| t == token)?;
+        self.tokens.remove(pos).map(|(_, src, req)| (src, req))
     }
 
     fn push_event(&mut self, ev: Vec<u8>) {
         if self.backlog.len() >= MAX_BACKLOG {
             if let Some(old) = self.backlog.pop_front() {
                 self.event_dropped(&old);
+                self.guest_msg_event_dropped(&old);
             }
         }
         self.backlog.push_back(ev);
@@ -626,6 +626,7 @@ impl OffloadDevice {
         OffloadStats {
             interrupts: self.irq.as_ref().map_or(0, |i| i.injected()),
             syscalls: self.router.stats(),
+            guest_msgs: self.msgs.stats(),
             ..self.stats
         }
     }
@@ -740,6 +741,7 @@ impl VirtioDevice for OffloadDevice {
         self.parked.clear();
         self.tokens.clear();
         self.syscall_reset();
+        self.guest_msg_reset();
         // The driver's runs died with it; left allocated they would leak the slice.
         if let Some(w) = &self.window {
             w.free_all();

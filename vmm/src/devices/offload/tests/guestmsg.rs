@@ -63,50 +63,54 @@ impl Rig {
     }
 }
 
+fn msg_payload(kind: u32, body: &[u8]) -> Vec<u8> {
+    [&kind.to_le_bytes()[..], &[0; 4], body].concat()
+}
+
+fn reply_payload(status: i32, body: &[u8]) -> Vec<u8> {
+    [&status.to_le_bytes()[..], &[0; 4], body].concat()
+}
+
 /// a's message reaches b's guest as an event; b's reply completes a's request.
 fn exchange(status: i32, reply: &[u8]) -> (i32, u64, Vec<u8>) {
     let (mut a, mut b) = pair();
     let resp = a.guest_msg(5, B, 1, b"spawn-args");
     let (out, _) = a.dev.process_requests();
     assert!(a.used(0).is_empty(), "the request waits for the reply");
-    let [Outbound::GuestMsg {
-        node,
-        id,
-        kind,
-        body,
-    }] = &out[..]
-    else {
+    let [Outbound::GuestMsg { node, id, payload }] = &out[..] else {
         panic!("{out:?}")
     };
-    assert_eq!((*node, *kind, body.as_slice()), (B, 1, &b"spawn-args"[..]));
+    assert_eq!((*node, payload), (B, &msg_payload(1, b"spawn-args")));
     b.dev.handle(Inbound::GuestMsgIn {
         src: A,
         request: 900,
-        kind: *kind,
-        body: body.clone(),
+        payload: payload.clone(),
     });
     let (ev, src, token, payload) = b.take_event();
     assert_eq!((ev, src), (protocol::EVENT_GUEST_MSG_IN, A));
-    assert_eq!(&payload[..8], &[1, 0, 0, 0, 0, 0, 0, 0]);
-    assert_eq!(&payload[8..], b"spawn-args");
+    assert_eq!(payload, msg_payload(1, b"spawn-args"));
     let done = b.guest_msg_ret(6, token, status, reply);
     let (out, _) = b.dev.process_requests();
     assert_eq!(b.response(done).0, 0);
+    let sent = if status == 0 { reply } else { b"" };
     assert_eq!(
         out,
         vec![Outbound::GuestMsgRet {
             node: A,
             request: 900,
-            status,
-            body: reply.to_vec()
+            payload: reply_payload(status, sent)
         }]
     );
-    let result = if status == 0 {
-        Ok(reply.to_vec())
-    } else {
-        Err(-status)
+    let [Outbound::GuestMsgRet { payload, .. }] = &out[..] else {
+        unreachable!()
     };
+    let result = Ok(payload.clone());
     a.dev.handle(Inbound::GuestMsgResult { id: *id, result });
+    let line = a.dev.stats().to_string();
+    assert!(
+        line.ends_with(" guest_msgs_out=1 guest_msgs_in=0 guest_msg_late=0 guest_msg_bad=0"),
+        "{line}"
+    );
     a.response(resp)
 }
 
@@ -117,7 +121,7 @@ fn a_guest_message_travels_to_the_peer_guest_and_its_reply_comes_back() {
 
 #[test]
 fn the_peer_guests_refusal_is_the_senders_status() {
-    assert_eq!(exchange(-errno::ESRCH, b""), (-errno::ESRCH, 5, vec![]));
+    assert_eq!(exchange(-errno::ESRCH, b"x"), (-errno::ESRCH, 5, vec![]));
 }
 
 #[test]
@@ -133,27 +137,134 @@ fn unreachable_and_down_nodes_are_refused_at_once() {
     assert_eq!(a.response(down).0, -errno::ENOTCONN);
 }
 
+fn sent_ids(out: &[Outbound]) -> Vec<u64> {
+    out.iter()
+        .map(|o| match o {
+            Outbound::GuestMsg { id, .. } => *id,
+            o => panic!("{o:?}"),
+        })
+        .collect()
+}
+
 #[test]
 fn a_lost_or_silent_peer_ends_the_wait_with_its_errno() {
     let (mut a, _) = pair();
     let r1 = a.guest_msg(1, B, 2, b"x");
     let r2 = a.guest_msg(2, B, 2, b"y");
     let (out, _) = a.dev.process_requests();
-    let ids: Vec<u64> = out
-        .iter()
-        .map(|o| match o {
-            Outbound::GuestMsg { id, .. } => *id,
-            o => panic!("{o:?}"),
-        })
-        .collect();
-    for (id, e) in ids.iter().zip([errno::ETIMEDOUT, errno::ECONNRESET]) {
-        a.dev.handle(Inbound::GuestMsgResult {
-            id: *id,
-            result: Err(e),
-        });
-    }
+    let ids = sent_ids(&out);
+    a.dev.handle(Inbound::GuestMsgResult {
+        id: ids[0],
+        result: Err(errno::ETIMEDOUT),
+    });
     assert_eq!(a.response(r1).0, -errno::ETIMEDOUT);
+    a.dev.handle(Inbound::PeerState {
+        node: B,
+        state: PeerState::Lost,
+    });
     assert_eq!(a.response(r2).0, -errno::ECONNRESET);
+    // The transport's own PeerLost outcome comes after: nothing waits for it any more.
+    a.dev.handle(Inbound::GuestMsgResult {
+        id: ids[1],
+        result: Err(errno::ECONNRESET),
+    });
+    assert_eq!(a.dev.pending_guest_msgs(), 0);
+}
+
+#[test]
+fn a_malformed_reply_completes_with_einval_and_is_counted() {
+    let (mut a, _) = pair();
+    let r = a.guest_msg(1, B, 2, b"x");
+    let (out, _) = a.dev.process_requests();
+    let id = sent_ids(&out)[0];
+    a.dev.handle(Inbound::GuestMsgResult {
+        id,
+        result: Ok(vec![1, 2, 3]),
+    });
+    assert_eq!(a.response(r).0, -errno::EINVAL);
+    assert_eq!(a.dev.stats().guest_msgs.bad, 1);
+}
+
+#[test]
+fn malformed_messages_and_a_full_backlog_are_refused_to_the_sender() {
+    let (_, mut b) = pair();
+    let out = b.dev.handle(Inbound::GuestMsgIn {
+        src: A,
+        request: 3,
+        payload: vec![1, 0, 0, 0, 9, 0, 0, 0],
+    });
+    let refusal = |request, status| Outbound::GuestMsgRet {
+        node: A,
+        request,
+        payload: reply_payload(status, b""),
+    };
+    assert_eq!(out, vec![refusal(3, -errno::EINVAL)]);
+    let room = (MAX_BACKLOG - b.dev.backlog.len()) as u64;
+    for i in 0..room {
+        let out = b.dev.handle(Inbound::GuestMsgIn {
+            src: A,
+            request: 10 + i,
+            payload: msg_payload(2, b""),
+        });
+        assert!(out.is_empty(), "{out:?}");
+    }
+    let out = b.dev.handle(Inbound::GuestMsgIn {
+        src: A,
+        request: 4,
+        payload: msg_payload(2, b""),
+    });
+    assert_eq!(out, vec![refusal(4, -errno::EBUSY)]);
+    let s = b.dev.stats().guest_msgs;
+    assert_eq!((s.bad, s.received), (1, room + 1));
+}
+
+#[test]
+fn losing_the_sender_forgets_its_messages_and_held_back_events() {
+    let (_, mut b) = pair();
+    b.dev.handle(Inbound::GuestMsgIn {
+        src: A,
+        request: 1,
+        payload: msg_payload(2, b""),
+    });
+    let (_, _, token, _) = b.take_event();
+    b.dev.handle(Inbound::GuestMsgIn {
+        src: A,
+        request: 2,
+        payload: msg_payload(2, b""),
+    });
+    b.dev.handle(Inbound::PeerState {
+        node: A,
+        state: PeerState::Lost,
+    });
+    let kind = protocol::EVENT_GUEST_MSG_IN.to_le_bytes();
+    assert!(
+        b.dev.backlog.iter().all(|ev| ev[..4] != kind),
+        "the held-back message is gone"
+    );
+    let late = b.guest_msg_ret(1, token, 0, b"");
+    let (out, _) = b.dev.process_requests();
+    assert!(out.is_empty());
+    assert_eq!(b.response(late).0, -errno::ENOENT);
+}
+
+#[test]
+fn a_reset_answers_the_senders_waiting_on_this_guest() {
+    let (_, mut b) = pair();
+    b.dev.handle(Inbound::GuestMsgIn {
+        src: A,
+        request: 7,
+        payload: msg_payload(1, b""),
+    });
+    b.dev.reset();
+    let (out, _) = b.dev.process_requests();
+    assert_eq!(
+        out,
+        vec![Outbound::GuestMsgRet {
+            node: A,
+            request: 7,
+            payload: reply_payload(-errno::ECONNRESET, b"")
+        }]
+    );
 }
 
 #[test]
@@ -167,8 +278,7 @@ fn tokens_answer_only_their_own_kind_of_exchange_and_once() {
     b.dev.handle(Inbound::GuestMsgIn {
         src: A,
         request: 2,
-        kind: 2,
-        body: vec![],
+        payload: msg_payload(2, b""),
     });
     let (_, _, ping_token, _) = b.take_event();
     let (_, _, msg_token, _) = b.take_event();
