@@ -4,8 +4,10 @@
  * bound, and its ioctls (offload_abi.h): NODE_INFO, PEERS and PING each build one request,
  * sleep until the device answers (offload_req_call) and copy the answer to user space;
  * WINDOW_INFO, ALLOC and FREE are window.c's, mmap is winmap.c's; SYSCALL is syscall.c's,
- * EXEC_WAIT and EXEC_DONE are exec.c's. Each open file has its own struct offload_file (the
- * window runs it allocated, its executors and the calls handed to them) and holds a
+ * EXEC_WAIT and EXEC_DONE are exec.c's; SPAWN is spawn.c's, SHADOW_ATTACH and PS are
+ * shadow.c's. This file counts, per open file, the calls forwarded and served (PS shows
+ * them). Each open file has its own struct offload_file (the window runs it allocated, its
+ * executors and the calls handed to them, its marks as a home or a shadow) and holds a
  * reference on the device state, so it outlives a removed device; its ioctls then fail
  * with -ENODEV.
  */
@@ -127,6 +129,14 @@ out:
 	return err;
 }
 
+/* offload_count: @err (an ioctl's result) unchanged; on success @counter goes up. */
+static long offload_count(long err, atomic64_t *counter)
+{
+	if (!err)
+		atomic64_inc(counter);
+	return err;
+}
+
 static long offload_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
 {
 	struct offload_file *of = file->private_data;
@@ -147,11 +157,17 @@ static long offload_ioctl(struct file *file, unsigned int cmd, unsigned long arg
 	case OFFLOAD_IOC_FREE:
 		return offload_ioc_free(of, uarg);
 	case OFFLOAD_IOC_SYSCALL:
-		return offload_ioc_syscall(od, uarg);
+		return offload_count(offload_ioc_syscall(od, uarg), &of->forwarded);
 	case OFFLOAD_IOC_EXEC_WAIT:
 		return offload_ioc_exec_wait(of, file, uarg);
 	case OFFLOAD_IOC_EXEC_DONE:
-		return offload_ioc_exec_done(of, uarg);
+		return offload_count(offload_ioc_exec_done(of, uarg), &of->served);
+	case OFFLOAD_IOC_SPAWN:
+		return offload_ioc_spawn(of, uarg);
+	case OFFLOAD_IOC_SHADOW_ATTACH:
+		return offload_ioc_shadow_attach(of, uarg);
+	case OFFLOAD_IOC_PS:
+		return offload_ioc_ps(od, uarg);
 	default:
 		return -ENOTTY;
 	}
@@ -174,6 +190,7 @@ static int offload_open(struct inode *inode, struct file *file)
 	mutex_init(&of->lock);
 	INIT_LIST_HEAD(&of->allocs);
 	offload_exec_file_init(of);
+	INIT_LIST_HEAD(&of->proc.link);
 	err = offload_winmap_open(od, file);
 	if (err) {
 		kfree(of);
@@ -185,14 +202,15 @@ static int offload_open(struct inode *inode, struct file *file)
 }
 
 /*
- * The file's vmas are gone (they held it): its executors' calls are refused, its runs
- * freed, then its references dropped.
+ * The file's vmas are gone (they held it): its marks go (a home's shadows get KILLs), its
+ * executors' calls are refused, its runs freed, then its references dropped.
  */
 static int offload_release(struct inode *inode, struct file *file)
 {
 	struct offload_file *of = file->private_data;
 	struct offload_dev *od = of->od;
 
+	offload_proc_release(of);
 	offload_exec_release(of);
 	offload_file_release_allocs(of);
 	offload_winmap_release(od);

@@ -3,7 +3,8 @@
  * core.c: offload.ko's virtio driver for the offload device (docs/offload-device.md):
  * device id table, VIRTIO_F_VERSION_1 check, probe (configuration space, the two
  * virtqueues, event buffers, the memory window, /dev/offload), remove (quiesce, reset,
- * take buffers back, free), the lifetime of the per-device state and its node state table.
+ * take buffers back, free), the lifetime of the per-device state and its node state table
+ * (a node's loss kills the processes that depended on it: shadow.c).
  */
 #include <linux/atomic.h>
 #include <linux/errno.h>
@@ -40,7 +41,10 @@ void offload_dev_put(struct offload_dev *od)
 	kref_put(&od->kref, offload_dev_free);
 }
 
-/* offload_set_node_state: record what the device said about @node (events, PEERS). */
+/*
+ * offload_set_node_state: record what the device said about @node (events, PEERS). On its
+ * loss, the processes with threads there and the shadows whose home it was are killed.
+ */
 void offload_set_node_state(struct offload_dev *od, u32 node, u32 state)
 {
 	u8 old;
@@ -55,6 +59,8 @@ void offload_set_node_state(struct offload_dev *od, u32 node, u32 state)
 	if (old != state)
 		dev_info_ratelimited(&od->vdev->dev, "node %u is %s\n", node,
 				     offload_state_names[state]);
+	if (old != state && state == OFFLOAD_PEER_LOST)
+		offload_procs_node_lost(od, node);
 }
 
 static int offload_validate(struct virtio_device *vdev)
@@ -117,7 +123,8 @@ static int offload_find_vqs(struct offload_dev *od)
  * woken: they return -ENODEV), device reset, buffers taken
  * back (requests failed with -ENODEV, event buffers freed), queues deleted (which waits for
  * a running interrupt handler), the event work cancelled (nothing can queue it now), and
- * the window's reap work waited for (its requests fail at once now; nothing queues it).
+ * the window's reap work and the spawn and kill works waited for (their requests fail at
+ * once now; nothing queues them).
  */
 static void offload_quiesce(struct offload_dev *od)
 {
@@ -135,6 +142,7 @@ static void offload_quiesce(struct offload_dev *od)
 	od->vdev->config->del_vqs(od->vdev);
 	cancel_work_sync(&od->evt_work);
 	offload_window_flush(od);
+	offload_spawn_flush(od);
 }
 
 static struct offload_dev *offload_dev_new(struct virtio_device *vdev)
@@ -149,6 +157,8 @@ static struct offload_dev *offload_dev_new(struct virtio_device *vdev)
 	init_waitqueue_head(&od->space_wq);
 	INIT_LIST_HEAD(&od->backlog);
 	offload_exec_init(od);
+	offload_shadow_init(od);
+	offload_spawn_init(od);
 	mutex_init(&od->evt_lock);
 	INIT_WORK(&od->evt_work, offload_evt_work);
 	atomic64_set(&od->next_tag, 0);

@@ -6,8 +6,9 @@
  * it and posts it again: a PING_IN is answered by a PONG request carrying the event's
  * token and payload, with no user space involved; a PEER_STATE updates the node state
  * table; a PAGES_LOST goes to winmap.c (mark, zap, SIGBUS); a SYSCALL_IN goes to exec.c
- * (queued for its executor, or answered at once). The same work submits the PONGs and
- * SYSCALL_RETs that earlier found the request queue full.
+ * (queued for its executor, or answered at once); a GUEST_MSG_IN goes to guestmsg.c
+ * (answered by kind). The same work submits the PONGs, SYSCALL_RETs and GUEST_MSG_RETs
+ * that earlier found the request queue full.
  */
 #include <linux/errno.h>
 #include <linux/scatterlist.h>
@@ -132,6 +133,9 @@ static void offload_evt_handle(struct offload_dev *od, const void *buf, unsigned
 		break;
 	case OFFLOAD_EVT_SYSCALL_IN:
 		offload_evt_syscall_in(od, ev, plen);
+		break;
+	case OFFLOAD_EVT_GUEST_MSG_IN:
+		offload_evt_guest_msg_in(od, ev, plen);
 		break;
 	default:
 		dev_warn_ratelimited(&od->vdev->dev, "unknown event type %u\n", type);

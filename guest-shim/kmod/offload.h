@@ -6,7 +6,9 @@
  * probe/remove; request.c: request queue; events.c: event queue and PING_IN answers;
  * chardev.c: /dev/offload and its ioctls; window.c: the window's geometry, ALLOC/FREE and
  * the per-file allocations; winmap.c: mmap of the window and lost pages; syscall.c: the
- * calling side of forwarded system calls; exec.c: their home side, the executors).
+ * calling side of forwarded system calls; exec.c: their home side, the executors;
+ * guestmsg.c: guest-to-guest messages; spawn.c: SPAWN, both sides, and the KILLs a home
+ * sends; shadow.c: marked files, SHADOW_ATTACH, KILL, node loss and PS).
  * Locking and lifetimes are described in guest-shim/README.md.
  */
 #ifndef OFFLOAD_H
@@ -43,11 +45,18 @@
 #define OFFLOAD_REQ_FREE 7
 #define OFFLOAD_REQ_SYSCALL 8
 #define OFFLOAD_REQ_SYSCALL_RET 9
+#define OFFLOAD_REQ_GUEST_MSG 10
+#define OFFLOAD_REQ_GUEST_MSG_RET 11
 
 #define OFFLOAD_EVT_PING_IN 1
 #define OFFLOAD_EVT_PEER_STATE 2
 #define OFFLOAD_EVT_PAGES_LOST 3
 #define OFFLOAD_EVT_SYSCALL_IN 4
+#define OFFLOAD_EVT_GUEST_MSG_IN 5
+
+/* Kinds of guest messages (the drivers' business; the monitors carry any kind). */
+#define OFFLOAD_MSG_SPAWN 1
+#define OFFLOAD_MSG_KILL 2
 
 /* The window's page size (WINDOW_INFO must say so; the driver maps it with PAGE_SIZE pages). */
 #define OFFLOAD_WINDOW_PAGE 4096u
@@ -127,6 +136,44 @@ struct offload_wire_call_ret {
 	__le64 ret;
 } __packed;
 
+/* GUEST_MSG request payload: this header, then the body. */
+struct offload_wire_msg {
+	__le32 node;
+	__le32 kind;
+} __packed;
+
+/* GUEST_MSG_IN event payload: this header, then the body. */
+struct offload_wire_msg_in {
+	__le32 kind;
+	__le32 reserved;
+} __packed;
+
+/* GUEST_MSG_RET request payload: this header, then the reply body (none for SPAWN, KILL). */
+struct offload_wire_msg_ret {
+	__le64 token;
+	__le32 status;	/* 0 or -errno */
+	__le32 reserved;
+} __packed;
+
+/* SPAWN body, 32 bytes. */
+struct offload_wire_spawn {
+	__le32 home_pid;
+	__le32 home_tid;
+	__le64 rec_off;
+	__le64 rec_len;
+	__le32 uid;
+	__le32 gid;
+} __packed;
+
+/* KILL body, 8 bytes. */
+struct offload_wire_kill {
+	__le32 home_pid;
+	__le32 signo;
+} __packed;
+
+/* Largest GUEST_MSG body. */
+#define OFFLOAD_MSG_BODY_MAX (OFFLOAD_MAX_PAYLOAD - sizeof(struct offload_wire_msg))
+
 /* ---- Driver limits ---- */
 
 /* Event buffers kept posted (the contract asks for at least 16). */
@@ -150,6 +197,10 @@ struct offload_wire_call_ret {
 #define OFFLOAD_EXEC_QUEUE_MAX 64
 /* Buckets of the executor table: 2^6. */
 #define OFFLOAD_EXEC_HASH_BITS 6
+/* SPAWNs from peers waiting for their helper to start; beyond that: -EBUSY. */
+#define OFFLOAD_SPAWN_JOBS_MAX 64
+/* The program a SPAWN starts (docs/offload-threads.md, "Interfaces (v1)"). */
+#define OFFLOAD_SHADOW_HELPER "/usr/bin/offload"
 /* State table value before the device said anything about a node. */
 #define OFFLOAD_STATE_UNKNOWN 0xff
 
@@ -250,6 +301,24 @@ struct offload_dev {
 
 	struct offload_window win;
 
+	/*
+	 * proc_lock (process context only) guards procs (the marked files: homes that spawned,
+	 * shadows that attached) and their struct offload_proc. Order: proc_lock -> exec_lock.
+	 */
+	spinlock_t proc_lock;
+	struct list_head procs;
+
+	/*
+	 * SPAWNs from peers waiting for spawn_work (it starts their helpers) and KILLs this node
+	 * sends, waiting for kill_work: lists under od->lock, queued only while !od->dead;
+	 * quiesce flushes both works (spawn.c).
+	 */
+	struct list_head spawn_jobs;
+	unsigned int n_spawn_jobs;
+	struct work_struct spawn_work;
+	struct list_head kill_jobs;
+	struct work_struct kill_work;
+
 	struct miscdevice misc;
 	bool misc_registered;
 	/* One reference for the bound device, one per open file. */
@@ -292,8 +361,23 @@ static inline u8 *offload_req_in(struct offload_req *req)
 }
 
 /*
+ * What makes an open file a marked process (od->proc_lock): a home that spawned shadows
+ * (role OFFLOAD_ROLE_HOME, nodes: where) or a shadow (OFFLOAD_ROLE_SHADOW, home_node and
+ * home_pid: whose). role 0: unmarked, not on od->procs.
+ */
+struct offload_proc {
+	struct list_head link;		/* in od->procs while role != 0 */
+	u32 role;
+	u32 home_node;
+	u32 home_pid;
+	u64 nodes;
+	struct pid *pid;		/* the process (thread group) that spawned or attached */
+};
+
+/*
  * One open file of /dev/offload: its device, the window runs it allocated, the executors
- * registered through it and the calls handed to them but not answered yet.
+ * registered through it and the calls handed to them but not answered yet, its marks and
+ * the counters OFFLOAD_IOC_PS shows.
  */
 struct offload_file {
 	struct offload_dev *od;
@@ -301,6 +385,10 @@ struct offload_file {
 	struct list_head allocs;	/* struct offload_alloc_rec */
 	struct list_head execs;		/* struct offload_exec (od->exec_lock) */
 	struct list_head handed;	/* struct offload_call (od->exec_lock) */
+	struct offload_proc proc;	/* od->proc_lock */
+	atomic64_t forwarded;		/* SYSCALLs that came back with a result */
+	atomic64_t served;		/* EXEC_DONE answers sent */
+	atomic64_t faults;		/* window faults in this file's mappings */
 };
 
 /*
@@ -392,6 +480,31 @@ long offload_ioc_exec_wait(struct offload_file *of, struct file *file, void __us
 long offload_ioc_exec_done(struct offload_file *of, void __user *uarg);
 void offload_exec_release(struct offload_file *of);
 void offload_exec_shutdown(struct offload_dev *od);
+
+/* guestmsg.c */
+int offload_guest_msg(struct offload_dev *od, u32 node, u32 kind, const void *body, u32 blen);
+void offload_msg_reply(struct offload_dev *od, u64 token, int status);
+void offload_evt_guest_msg_in(struct offload_dev *od, const struct offload_wire_event *ev,
+			      u32 plen);
+
+/* spawn.c */
+void offload_spawn_init(struct offload_dev *od);
+void offload_spawn_flush(struct offload_dev *od);
+void offload_msg_spawn_in(struct offload_dev *od, u32 src, u64 token, const u8 *body,
+			  u32 blen);
+long offload_ioc_spawn(struct offload_file *of, void __user *uarg);
+void offload_spawn_release(struct offload_dev *od, u32 home_pid, u64 nodes);
+
+/* shadow.c */
+void offload_shadow_init(struct offload_dev *od);
+void offload_msg_kill_in(struct offload_dev *od, u32 src, u64 token, const u8 *body,
+			 u32 blen);
+long offload_ioc_shadow_attach(struct offload_file *of, void __user *uarg);
+long offload_ioc_ps(struct offload_dev *od, void __user *uarg);
+int offload_proc_mark_home(struct offload_file *of, u32 node, u64 *had);
+void offload_proc_unmark_node(struct offload_file *of, u32 node);
+void offload_proc_release(struct offload_file *of);
+void offload_procs_node_lost(struct offload_dev *od, u32 node);
 
 /* core.c */
 void offload_dev_put(struct offload_dev *od);

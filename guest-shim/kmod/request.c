@@ -5,8 +5,8 @@
  * writable), sleeping until it completes, and the queue's callback, which matches each
  * used buffer to its request by the token virtqueue_get_buf returns (requests complete in
  * any order), checks the device's answer and wakes the waiter or frees the request. Also
- * the backlog of requests nobody waits for (PONG, SYSCALL_RET) that found the queue full,
- * and failing what is in flight when the device goes.
+ * the backlog of requests nobody waits for (PONG, SYSCALL_RET, GUEST_MSG_RET) that found
+ * the queue full, and failing what is in flight when the device goes.
  */
 #include <linux/errno.h>
 #include <linux/ktime.h>
@@ -189,8 +189,8 @@ static void offload_req_check(struct offload_dev *od, struct offload_req *req,
 	if (type == OFFLOAD_REQ_PONG && req->status)
 		dev_warn_ratelimited(dev, "PONG refused: %d\n", req->status);
 	/* -ENOENT: the caller's node was lost meanwhile, or the device never sent that token. */
-	if (type == OFFLOAD_REQ_SYSCALL_RET && req->status)
-		dev_warn_ratelimited(dev, "SYSCALL_RET for token %llu refused: %d\n",
+	if ((type == OFFLOAD_REQ_SYSCALL_RET || type == OFFLOAD_REQ_GUEST_MSG_RET) && req->status)
+		dev_warn_ratelimited(dev, "answer (type %u) for token %llu refused: %d\n", type,
 				     get_unaligned_le64(offload_req_out(req)), req->status);
 }
 

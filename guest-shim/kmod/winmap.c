@@ -143,8 +143,10 @@ static void offload_vm_close(struct vm_area_struct *vma)
 static vm_fault_t offload_vm_fault(struct vm_fault *vmf)
 {
 	struct offload_window *win = &offload_vma_dev(vmf->vma)->win;
+	struct offload_file *of = vmf->vma->vm_file->private_data;
 	vm_fault_t ret;
 
+	atomic64_inc(&of->faults); /* OFFLOAD_IOC_PS shows it */
 	if (vmf->pgoff >= win->pages)
 		return VM_FAULT_SIGBUS;
 	down_read(&win->lost_rwsem);

@@ -140,6 +140,86 @@ pub struct ExecDone {
     pub ret: i64,
 }
 
+/// `struct offload_spawn`: start a shadow of the caller on `node` from the spawn record at
+/// window offset `rec_off` (page aligned), `rec_len` bytes.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Spawn {
+    pub node: u32,
+    pub reserved: u32,
+    pub rec_off: u64,
+    pub rec_len: u64,
+}
+
+/// `struct offload_shadow_attach`: the caller is the shadow of `home_pid` of `home_node`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ShadowAttach {
+    pub home_node: u32,
+    pub home_pid: u32,
+    pub home_tid: u32,
+    pub reserved: u32,
+}
+
+/// `OFFLOAD_ROLE_HOME`: the file's process spawned shadows on other nodes.
+pub const ROLE_HOME: u32 = 1;
+/// `OFFLOAD_ROLE_SHADOW`: the file's process hosts threads of another node's process.
+pub const ROLE_SHADOW: u32 = 2;
+/// Entries of [`Ps::procs`].
+pub const PS_MAX: usize = 32;
+
+/// `struct offload_ps_entry`: one marked open file and its counters.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PsEntry {
+    /// The process that spawned or attached (this VM's pid).
+    pub pid: u32,
+    /// [`ROLE_HOME`] or [`ROLE_SHADOW`].
+    pub role: u32,
+    /// Home: this node; shadow: its home.
+    pub home_node: u32,
+    /// Home: `pid`; shadow: the process's pid at home.
+    pub home_pid: u32,
+    /// Home: bit N set = it spawned on node N.
+    pub nodes: u64,
+    /// Executors registered through the file.
+    pub executors: u32,
+    pub reserved: u32,
+    /// `SYSCALL`s through the file that came back with a result.
+    pub forwarded: u64,
+    /// `EXEC_DONE` answers sent through the file.
+    pub served: u64,
+    /// Window page faults in the file's mappings, on this node.
+    pub faults: u64,
+    pub reserved2: u64,
+}
+
+/// `struct offload_ps`: the first `count` entries are valid; `total` marked files exist.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ps {
+    pub count: u32,
+    pub total: u32,
+    pub procs: [PsEntry; PS_MAX],
+}
+
+impl Default for Ps {
+    fn default() -> Self {
+        Self {
+            count: 0,
+            total: 0,
+            procs: [PsEntry::default(); PS_MAX],
+        }
+    }
+}
+
+impl Ps {
+    /// The valid entries (`count` bounded by the array).
+    pub fn valid(&self) -> &[PsEntry] {
+        &self.procs[..(self.count as usize).min(PS_MAX)]
+    }
+}
+
 impl Peers {
     /// The valid entries (`count` bounded by the array, should the driver misbehave).
     pub fn valid(&self) -> &[Peer] {
@@ -174,6 +254,12 @@ pub const IOC_SYSCALL: u32 = ioc(IOC_READ | IOC_WRITE, 0x46, size_of::<Syscall>(
 pub const IOC_EXEC_WAIT: u32 = ioc(IOC_READ, 0x47, size_of::<ExecCall>());
 /// `OFFLOAD_IOC_EXEC_DONE`: `_IOW('O', 0x48, struct offload_exec_done)`.
 pub const IOC_EXEC_DONE: u32 = ioc(IOC_WRITE, 0x48, size_of::<ExecDone>());
+/// `OFFLOAD_IOC_SPAWN`: `_IOWR('O', 0x49, struct offload_spawn)`.
+pub const IOC_SPAWN: u32 = ioc(IOC_READ | IOC_WRITE, 0x49, size_of::<Spawn>());
+/// `OFFLOAD_IOC_SHADOW_ATTACH`: `_IOW('O', 0x4a, struct offload_shadow_attach)`.
+pub const IOC_SHADOW_ATTACH: u32 = ioc(IOC_WRITE, 0x4a, size_of::<ShadowAttach>());
+/// `OFFLOAD_IOC_PS`: `_IOR('O', 0x4b, struct offload_ps)`.
+pub const IOC_PS: u32 = ioc(IOC_READ, 0x4b, size_of::<Ps>());
 
 /// A name field as text: up to the first NUL, invalid UTF-8 replaced.
 pub fn name_str(name: &[u8; NAME_LEN]) -> String {
@@ -218,6 +304,19 @@ mod tests {
         assert_eq!(offset_of!(ExecCall, args), 32);
         assert_eq!(size_of::<ExecDone>(), 16);
         assert_eq!(offset_of!(ExecDone, ret), 8);
+        assert_eq!(size_of::<Spawn>(), 24);
+        assert_eq!(offset_of!(Spawn, rec_off), 8);
+        assert_eq!(offset_of!(Spawn, rec_len), 16);
+        assert_eq!(size_of::<ShadowAttach>(), 16);
+        assert_eq!(offset_of!(ShadowAttach, home_tid), 8);
+        assert_eq!(size_of::<PsEntry>(), 64);
+        assert_eq!(offset_of!(PsEntry, nodes), 16);
+        assert_eq!(offset_of!(PsEntry, executors), 24);
+        assert_eq!(offset_of!(PsEntry, forwarded), 32);
+        assert_eq!(offset_of!(PsEntry, served), 40);
+        assert_eq!(offset_of!(PsEntry, faults), 48);
+        assert_eq!(size_of::<Ps>(), 2056);
+        assert_eq!(offset_of!(Ps, procs), 8);
     }
 
     #[test]
@@ -231,6 +330,18 @@ mod tests {
         assert_eq!(IOC_SYSCALL, 0xc048_4f46);
         assert_eq!(IOC_EXEC_WAIT, 0x8050_4f47);
         assert_eq!(IOC_EXEC_DONE, 0x4010_4f48);
+        assert_eq!(IOC_SPAWN, 0xc018_4f49);
+        assert_eq!(IOC_SHADOW_ATTACH, 0x4010_4f4a);
+        assert_eq!(IOC_PS, 0x8808_4f4b);
+    }
+
+    #[test]
+    fn ps_valid_is_bounded() {
+        let p = Ps {
+            count: 99,
+            ..Default::default()
+        };
+        assert_eq!(p.valid().len(), PS_MAX);
     }
 
     #[test]
@@ -260,7 +371,8 @@ mod tests {
         };
         let ours = format!(
             "{} {} {} {} {:#x} {:#x} {:#x} {} {} {} {} {:#x} {:#x} {:#x} \
-             {} {} {} {} {} {:#x} {:#x} {:#x}",
+             {} {} {} {} {} {:#x} {:#x} {:#x} \
+             {} {} {} {} {} {} {:#x} {:#x} {:#x}",
             size_of::<NodeInfo>(),
             size_of::<Peer>(),
             size_of::<Peers>(),
@@ -282,7 +394,16 @@ mod tests {
             size_of::<ExecDone>(),
             IOC_SYSCALL,
             IOC_EXEC_WAIT,
-            IOC_EXEC_DONE
+            IOC_EXEC_DONE,
+            size_of::<Spawn>(),
+            size_of::<ShadowAttach>(),
+            size_of::<PsEntry>(),
+            offset_of!(PsEntry, faults),
+            size_of::<Ps>(),
+            offset_of!(Ps, procs),
+            IOC_SPAWN,
+            IOC_SHADOW_ATTACH,
+            IOC_PS
         );
         assert_eq!(out.trim(), ours);
     }
@@ -305,11 +426,16 @@ mod tests {
              offsetof(struct offload_window_info, node_index), sizeof(struct offload_alloc),\n\
              sizeof(struct offload_free), (unsigned)OFFLOAD_IOC_WINDOW_INFO,\n\
              (unsigned)OFFLOAD_IOC_ALLOC, (unsigned)OFFLOAD_IOC_FREE);\n\
-             printf(\"%zu %zu %zu %zu %zu %#x %#x %#x\\n\", sizeof(struct offload_syscall),\n\
+             printf(\"%zu %zu %zu %zu %zu %#x %#x %#x \", sizeof(struct offload_syscall),\n\
              offsetof(struct offload_syscall, ret), sizeof(struct offload_exec_call),\n\
              offsetof(struct offload_exec_call, args), sizeof(struct offload_exec_done),\n\
              (unsigned)OFFLOAD_IOC_SYSCALL, (unsigned)OFFLOAD_IOC_EXEC_WAIT,\n\
-             (unsigned)OFFLOAD_IOC_EXEC_DONE);\nreturn 0;\n}\n",
+             (unsigned)OFFLOAD_IOC_EXEC_DONE);\n\
+             printf(\"%zu %zu %zu %zu %zu %zu %#x %#x %#x\\n\", sizeof(struct offload_spawn),\n\
+             sizeof(struct offload_shadow_attach), sizeof(struct offload_ps_entry),\n\
+             offsetof(struct offload_ps_entry, faults), sizeof(struct offload_ps),\n\
+             offsetof(struct offload_ps, procs), (unsigned)OFFLOAD_IOC_SPAWN,\n\
+             (unsigned)OFFLOAD_IOC_SHADOW_ATTACH, (unsigned)OFFLOAD_IOC_PS);\nreturn 0;\n}\n",
         )
         .ok()?;
         let exe = dir.join("abi");

@@ -7,6 +7,10 @@
 //! offload mem SUBCOMMAND ...        (the memory window; see USAGE)
 //! offload serve [--count N] [--map OFF@ADDR[:LEN]]...
 //! offload call --node NODE --tid T [--map OFF@ADDR[:LEN]]... [--str ADDR=TEXT]... NR [ARG]...
+//! offload run [--on NODE] [--place K=NODE[,K=NODE]...] -- PROG [ARG]...
+//! offload ps
+//! offload spawn --on NODE --exe PATH [--env NAME=VALUE]... [--exit]
+//! offload shadow NODE PID TID REC_OFF REC_LEN UID GID      (started by offload.ko)
 //! offload help | -h | --help
 //! ```
 //!
@@ -34,6 +38,9 @@ usage: offload nodes
        offload serve [--count N] [--map OFF@ADDR[:LEN]]...
        offload call --node NODE --tid T [--map OFF@ADDR[:LEN]]... [--str ADDR=TEXT]... NR [ARG]...
        offload run [--on NODE] [--place K=NODE[,K=NODE]...] -- PROG [ARG]...
+       offload ps
+       offload spawn --on NODE --exe PATH [--env NAME=VALUE]... [--exit]
+       offload shadow NODE PID TID REC_OFF REC_LEN UID GID
        offload help";
 
 /// The help text (`offload help`).
@@ -52,6 +59,9 @@ usage: offload nodes
        offload serve [--count N] [--map OFF@ADDR[:LEN]]...
        offload call --node NODE --tid T [--map OFF@ADDR[:LEN]]... [--str ADDR=TEXT]... NR [ARG]...
        offload run [--on NODE] [--place K=NODE[,K=NODE]...] -- PROG [ARG]...
+       offload ps
+       offload spawn --on NODE --exe PATH [--env NAME=VALUE]... [--exit]
+       offload shadow NODE PID TID REC_OFF REC_LEN UID GID
        offload help
 
 nodes   this node and every other node with its state, one per line: NAME INDEX STATE
@@ -92,11 +102,19 @@ call    forward system call NR with up to 6 ARGs (hex, decimal, or -N) to execut
         ADDR=TEXT writes TEXT and a NUL at ADDR (inside a --map) first. Exit status 1
         with the reason when the call could not run (no executor: -ESRCH; unknown
         node: -EHOSTUNREACH; ...).
-run     exec PROG as a marked process: the syscall shim preloaded (/lib/offload/shim.so;
-        today every call runs here), address-space randomization off. PROG must be
-        dynamically linked (else exit status 2); not found: 127. --on NODE / --place
-        K=NODE (the K-th thread created starts on NODE) are refused for another node
-        until migration is built.";
+run     exec PROG as a marked process: the syscall shim preloaded (/lib/offload/shim.so),
+        address-space randomization off. PROG must be dynamically linked (else exit
+        status 2); not found: 127. --on NODE: the main thread runs on NODE; --place
+        K=NODE: the K-th thread created starts on NODE (the shim gets node indices in
+        OFFLOAD_ON / OFFLOAD_PLACE); an unknown NODE is refused (exit status 2).
+ps      the marked processes of this node, one per line: ROLE pid=P home=NODE:PID
+        nodes=LIST executors=N forwarded=N served=N faults=N (ROLE: home, shadow)
+spawn   test helper: write a spawn record (PATH, the --env strings as its whole
+        environment) into window pages and start a shadow of this process on NODE;
+        print spawned node=N pid=P rec_off=0x.. rec_len=L, then wait for a signal
+        (--exit: exit at once). Its end makes the driver kill the shadow.
+shadow  run by offload.ko for a SPAWN from node NODE (not by users): exec the record's
+        program as the shadow of PID; errors go to the kernel log.";
 
 /// Default `-c`.
 pub const DEFAULT_COUNT: u32 = 4;
@@ -112,6 +130,9 @@ pub enum Command {
     Serve(ServeArgs),
     Call(CallArgs),
     Run(crate::launch::RunArgs),
+    Ps,
+    Spawn(crate::shadow::SpawnArgs),
+    Shadow(crate::shadow::ShadowArgs),
     Help,
 }
 
@@ -260,6 +281,16 @@ pub fn parse<S: AsRef<str>>(args: &[S]) -> Result<Command, UsageError> {
         "run" => crate::launch::parse(rest)
             .map(Command::Run)
             .map_err(|e| UsageError::Missing(e.to_string())),
+        "ps" => match rest.first() {
+            None => Ok(Command::Ps),
+            Some(a) => Err(UsageError::Unexpected(a.to_string())),
+        },
+        "spawn" => crate::shadow::parse_spawn(rest)
+            .map(Command::Spawn)
+            .map_err(UsageError::Missing),
+        "shadow" => crate::shadow::parse_shadow(rest)
+            .map(Command::Shadow)
+            .map_err(UsageError::Missing),
         "help" | "-h" | "--help" => Ok(Command::Help),
         other => Err(UsageError::UnknownCommand(other.to_string())),
     }
@@ -746,6 +777,21 @@ mod tests {
             parse(&["nodes", "x"]),
             Err(UsageError::Unexpected("x".into()))
         );
+    }
+
+    #[test]
+    fn shadow_subcommands() {
+        assert_eq!(parse(&["ps"]), Ok(Command::Ps));
+        assert!(parse(&["ps", "x"]).is_err());
+        assert!(matches!(
+            parse(&["spawn", "--on", "b", "--exe", "/bin/sh"]),
+            Ok(Command::Spawn(_))
+        ));
+        assert!(matches!(
+            parse(&["shadow", "0", "1", "1", "0", "64", "0", "0"]),
+            Ok(Command::Shadow(_))
+        ));
+        assert!(parse(&["shadow", "0"]).is_err());
     }
 
     #[test]

@@ -1,15 +1,17 @@
 //! `/dev/offload`: opening it (telling "module not loaded" from "no device bound"), its
 //! ioctls (nodes and ping: [`Offload`]; the memory window: [`WindowDevice`]; forwarded
-//! system calls: [`Forward`]) and the file the window is mapped from. Errors keep the errno the driver returned; [`crate::report`]
-//! turns them into messages that name the node concerned.
+//! system calls: [`Forward`]; shadows: [`Shadows`]) and the file the window is mapped from.
+//! Errors keep the errno the driver returned; [`crate::report`] turns them into messages
+//! that name the node concerned.
 
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, IntoRawFd, RawFd};
 use std::path::Path;
 
 use crate::abi::{
-    self, Alloc, ExecCall, ExecDone, Free, NodeInfo, Peers, Ping, Syscall, WindowInfo, SYSCALL_ARGS,
+    self, Alloc, ExecCall, ExecDone, Free, NodeInfo, Peers, Ping, Ps, ShadowAttach, Spawn, Syscall,
+    WindowInfo, SYSCALL_ARGS,
 };
 
 /// Where the driver's misc device appears (devtmpfs) while an offload device is bound.
@@ -88,6 +90,24 @@ pub trait Forward {
     fn exec_done(&self, token: u64, ret: i64) -> Result<(), DeviceError>;
 }
 
+/// Shadows (docs/offload-threads.md, "Interfaces (v1)"), as a trait so `offload spawn`,
+/// `offload shadow` and `offload ps` can be tested without the device.
+pub trait Shadows {
+    /// `OFFLOAD_IOC_SPAWN`: starts a shadow of this process on `node` from the spawn record
+    /// at window offset `rec_off` (`rec_len` bytes).
+    fn spawn(&self, node: u32, rec_off: u64, rec_len: u64) -> Result<(), DeviceError>;
+    /// `OFFLOAD_IOC_SHADOW_ATTACH`: this process is the shadow of `home_pid` of `home_node`
+    /// for as long as this open file lives.
+    fn shadow_attach(
+        &self,
+        home_node: u32,
+        home_pid: u32,
+        home_tid: u32,
+    ) -> Result<(), DeviceError>;
+    /// `OFFLOAD_IOC_PS`: the marked processes of this node.
+    fn ps(&self) -> Result<Ps, DeviceError>;
+}
+
 /// An open `/dev/offload`.
 #[derive(Debug)]
 pub struct Device {
@@ -164,7 +184,51 @@ impl Offload for Device {
     }
 }
 
+impl Shadows for Device {
+    fn spawn(&self, node: u32, rec_off: u64, rec_len: u64) -> Result<(), DeviceError> {
+        let mut sp = Spawn {
+            node,
+            reserved: 0,
+            rec_off,
+            rec_len,
+        };
+        self.ioctl("SPAWN", abi::IOC_SPAWN, &mut sp)
+    }
+
+    fn shadow_attach(
+        &self,
+        home_node: u32,
+        home_pid: u32,
+        home_tid: u32,
+    ) -> Result<(), DeviceError> {
+        let mut a = ShadowAttach {
+            home_node,
+            home_pid,
+            home_tid,
+            reserved: 0,
+        };
+        self.ioctl("SHADOW_ATTACH", abi::IOC_SHADOW_ATTACH, &mut a)
+    }
+
+    fn ps(&self) -> Result<Ps, DeviceError> {
+        let mut ps = Ps::default();
+        self.ioctl("PS", abi::IOC_PS, &mut ps)?;
+        Ok(ps)
+    }
+}
+
 impl Device {
+    /// Gives up the file as a raw fd that stays open across `exec` (`FD_CLOEXEC` cleared):
+    /// a shadow's attachment belongs to the open file, so the program exec'd keeps it.
+    pub fn into_inherited_fd(self) -> io::Result<RawFd> {
+        let fd = self.file.into_raw_fd();
+        // SAFETY: F_SETFD on the fd just taken over; no memory is passed.
+        if unsafe { libc::fcntl(fd, libc::F_SETFD, 0) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(fd)
+    }
+
     /// Sets or clears `O_NONBLOCK` on the open file (it is the file's, not the thread's).
     fn set_nonblock(&self, on: bool) -> Result<(), DeviceError> {
         let fd = self.file.as_raw_fd();
@@ -290,5 +354,11 @@ mod tests {
         );
         assert_eq!(dev.exec_poll().unwrap_err().errno(), Some(libc::ENOTTY));
         assert_eq!(dev.exec_done(1, 0).unwrap_err().errno(), Some(libc::ENOTTY));
+        assert_eq!(dev.spawn(1, 0, 1).unwrap_err().errno(), Some(libc::ENOTTY));
+        assert_eq!(
+            dev.shadow_attach(1, 2, 3).unwrap_err().errno(),
+            Some(libc::ENOTTY)
+        );
+        assert_eq!(dev.ps().unwrap_err().errno(), Some(libc::ENOTTY));
     }
 }

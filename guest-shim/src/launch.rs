@@ -1,8 +1,10 @@
 //! `offload run [--on NODE] [--place K=NODE,...] -- PROG ARGS...`: starts PROG as a marked
 //! process (docs/offload-threads.md, section 1): the syscall shim preloaded, address-space
 //! randomization off (so every node lays the program out alike), then `exec`, so PROG keeps
-//! this process's pid. Today the shim runs every call at home (mode B); running threads on
-//! another node is refused with a clear error until migration exists.
+//! this process's pid. `--on NODE` and `--place K=NODE` are checked against the node list and
+//! handed to the shim as node indices: `OFFLOAD_ON=INDEX`, `OFFLOAD_PLACE=K=INDEX,...` (both
+//! removed when not given; a placement on this node is no placement). Moving the threads is
+//! the shim's part (docs/offload-threads.md, section 3).
 
 use std::ffi::OsString;
 use std::io::Read;
@@ -32,12 +34,17 @@ pub enum LaunchError {
     Usage(String),
     #[error("{0}: not found")]
     NotFound(String),
-    #[error("{path}: {why}")]
-    NotDynamic { path: String, why: &'static str },
+    /// `why` reads after the program's name: "is statically linked; ...".
+    #[error("{prog} {why}")]
+    NotDynamic { prog: String, why: &'static str },
     #[error("{0}")]
     Node(#[from] RunError),
-    #[error("--on/--place {0}: running threads on another node is not built yet (docs/offload-threads.md, Status)")]
-    Remote(String),
+    #[error("{opt} {node}: {err}")]
+    Placement {
+        opt: &'static str,
+        node: String,
+        err: RunError,
+    },
     #[error("cannot run {path}: {err}")]
     Exec {
         path: String,
@@ -111,7 +118,7 @@ pub fn resolve_prog(prog: &str, path: Option<&str>) -> Option<PathBuf> {
 pub fn check_dynamic(image: &[u8]) -> Result<(), &'static str> {
     const PT_INTERP: u32 = 3;
     if image.len() < 64 || &image[..4] != b"\x7fELF" || image[4] != 2 {
-        return Err("not a 64-bit ELF program (scripts run a static shell: not marked)");
+        return Err("is not a 64-bit ELF program (scripts run a static shell: not marked)");
     }
     let u16_at = |o: usize| u16::from_le_bytes([image[o], image[o + 1]]) as usize;
     let mut phoff = [0u8; 8];
@@ -124,13 +131,13 @@ pub fn check_dynamic(image: &[u8]) -> Result<(), &'static str> {
     for i in 0..phnum {
         let at = phoff.saturating_add(i.saturating_mul(phentsize));
         let Some(t) = image.get(at..at + 4) else {
-            return Err("program headers beyond the first 64 KiB");
+            return Err("has program headers beyond the first 64 KiB");
         };
         if u32::from_le_bytes([t[0], t[1], t[2], t[3]]) == PT_INTERP {
             return Ok(());
         }
     }
-    Err("statically linked; the shim needs a dynamically linked program")
+    Err("is statically linked; the shim needs a dynamically linked program")
 }
 
 /// `LD_PRELOAD` with the shim first (kept once), then what was there.
@@ -146,34 +153,69 @@ pub fn preload_with_shim(old: Option<&str>) -> String {
         .join(":")
 }
 
-/// Refuses a placement on another node (not built yet); a placement here is no placement.
-fn check_nodes(args: &RunArgs) -> Result<(), LaunchError> {
-    let wanted: Vec<&str> = args
-        .on
+/// Where the shim is to run threads: `OFFLOAD_ON` and `OFFLOAD_PLACE` values (indices).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Placement {
+    pub on: Option<String>,
+    pub place: Option<String>,
+}
+
+/// The index of `node` in `nodes`; `None` for this node. An unknown node is an error.
+fn placement_index(
+    nodes: &[crate::report::NodeLine],
+    opt: &'static str,
+    node: &str,
+) -> Result<Option<u32>, LaunchError> {
+    let known = nodes
         .iter()
-        .map(String::as_str)
-        .chain(args.place.iter().map(|(_, n)| n.as_str()))
-        .collect();
-    if wanted.is_empty() {
-        return Ok(());
+        .any(|n| n.name == node || n.index.to_string() == node);
+    let err = |err| LaunchError::Placement {
+        opt,
+        node: node.to_string(),
+        err,
+    };
+    match run::resolve(nodes, node) {
+        Err(RunError::IsSelf(_)) => Ok(None),
+        Ok(_) if !known => Err(err(RunError::NoSuchName(node.to_string()))),
+        Ok(t) => Ok(Some(t.index)),
+        Err(e) => Err(err(e)),
     }
-    let dev = crate::device::Device::open().map_err(RunError::from)?;
-    let nodes = run::list_nodes(&dev)?;
-    for node in wanted {
-        match run::resolve(&nodes, node) {
-            Err(RunError::IsSelf(_)) => {}
-            Ok(t) => return Err(LaunchError::Remote(t.name)),
-            Err(e) => return Err(e.into()),
+}
+
+/// Checks `--on` and `--place` against `nodes` (this node and its peers).
+pub fn placement(
+    args: &RunArgs,
+    nodes: &[crate::report::NodeLine],
+) -> Result<Placement, LaunchError> {
+    let mut p = Placement::default();
+    if let Some(on) = &args.on {
+        p.on = placement_index(nodes, "--on", on)?.map(|i| i.to_string());
+    }
+    let mut items = Vec::new();
+    for (k, node) in &args.place {
+        if let Some(i) = placement_index(nodes, "--place", node)? {
+            items.push(format!("{k}={i}"));
         }
     }
-    Ok(())
+    p.place = (!items.is_empty()).then(|| items.join(","));
+    Ok(p)
+}
+
+/// [`placement`] against the device's node list (not asked when nothing is placed).
+fn check_nodes(args: &RunArgs) -> Result<Placement, LaunchError> {
+    if args.on.is_none() && args.place.is_empty() {
+        return Ok(Placement::default());
+    }
+    let dev = crate::device::Device::open().map_err(RunError::from)?;
+    placement(args, &run::list_nodes(&dev)?)
 }
 
 /// Starts the program; returns only on failure.
 pub fn run(args: &RunArgs) -> LaunchError {
-    if let Err(e) = check_nodes(args) {
-        return e;
-    }
+    let placed = match check_nodes(args) {
+        Ok(p) => p,
+        Err(e) => return e,
+    };
     let path_var = std::env::var("PATH").ok();
     let Some(path) = resolve_prog(&args.prog, path_var.as_deref()) else {
         return LaunchError::NotFound(args.prog.clone());
@@ -185,23 +227,30 @@ pub fn run(args: &RunArgs) -> LaunchError {
         return LaunchError::Exec { path: shown, err };
     }
     if let Err(why) = check_dynamic(&head) {
-        return LaunchError::NotDynamic { path: shown, why };
+        return LaunchError::NotDynamic {
+            prog: args.prog.clone(),
+            why,
+        };
     }
     no_randomization();
     let preload = preload_with_shim(std::env::var("LD_PRELOAD").ok().as_deref());
-    let err = std::process::Command::new(&path)
-        .arg0(OsString::from(&args.prog))
+    let mut cmd = std::process::Command::new(&path);
+    cmd.arg0(OsString::from(&args.prog))
         .args(&args.args)
         .env("LD_PRELOAD", preload)
-        .env("OFFLOAD_MARKED", "1")
-        .env_remove("OFFLOAD_ON")
-        .env_remove("OFFLOAD_PLACE")
-        .exec();
+        .env("OFFLOAD_MARKED", "1");
+    for (name, value) in [("OFFLOAD_ON", &placed.on), ("OFFLOAD_PLACE", &placed.place)] {
+        match value {
+            Some(v) => cmd.env(name, v),
+            None => cmd.env_remove(name),
+        };
+    }
+    let err = cmd.exec();
     LaunchError::Exec { path: shown, err }
 }
 
 /// Turns address-space randomization off for this process and what it execs.
-fn no_randomization() {
+pub fn no_randomization() {
     const ADDR_NO_RANDOMIZE: libc::c_ulong = 0x0040000;
     // SAFETY: personality(2) only reads its argument; 0xffffffff queries without changing.
     let current = unsafe { libc::personality(0xffff_ffff) };
@@ -251,6 +300,34 @@ mod tests {
         elf[0x38] = 1;
         elf[0x36] = 56;
         assert!(check_dynamic(&elf).is_err());
+    }
+
+    fn node(name: &str, index: u32, state: Option<u32>) -> crate::report::NodeLine {
+        crate::report::NodeLine {
+            name: name.into(),
+            index,
+            state,
+        }
+    }
+
+    #[test]
+    fn placements_become_node_indices() {
+        let nodes = [node("a", 0, None), node("b", 1, Some(1))];
+        let a = parse(&["--on", "b", "--place", "1=b,2=a,3=1", "--", "p"]).unwrap();
+        let p = placement(&a, &nodes).unwrap();
+        assert_eq!(p.on.as_deref(), Some("1"));
+        assert_eq!(p.place.as_deref(), Some("1=1,3=1"));
+        let here = parse(&["--on", "a", "--", "p"]).unwrap();
+        assert_eq!(placement(&here, &nodes).unwrap(), Placement::default());
+        let bad = parse(&["--on", "nosuchnode", "--", "p"]).unwrap();
+        let e = placement(&bad, &nodes).unwrap_err();
+        assert_eq!(e.to_string(), "--on nosuchnode: no node named nosuchnode");
+        assert_eq!(e.status(), 2);
+        let bad = parse(&["--place", "1=7", "--", "p"]).unwrap();
+        assert!(placement(&bad, &nodes)
+            .unwrap_err()
+            .to_string()
+            .contains("7"));
     }
 
     #[test]

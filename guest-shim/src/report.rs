@@ -1,6 +1,6 @@
 //! What the `offload` command prints: node lines (`a 0 self`, `b 1 up`), ping reply and
-//! error lines, the ping summary, forwarded-call lines, and the messages for the errnos the
-//! driver returns.
+//! error lines, the ping summary, forwarded-call lines, `offload ps` lines, and the messages
+//! for the errnos the driver returns.
 //! All lines are one record each, space-separated, so scripts can parse them.
 
 /// A node as `offload nodes` lists it.
@@ -99,6 +99,10 @@ pub fn errno_name(errno: i32) -> String {
         libc::EINVAL => "EINVAL",
         libc::EFAULT => "EFAULT",
         libc::ENOTTY => "ENOTTY",
+        libc::ETIMEDOUT => "ETIMEDOUT",
+        libc::ENOENT => "ENOENT",
+        libc::EOPNOTSUPP => "EOPNOTSUPP",
+        libc::EMSGSIZE => "EMSGSIZE",
         _ => return format!("-{errno}"),
     };
     format!("-{name}")
@@ -196,6 +200,54 @@ impl Summary {
     }
 }
 
+/// What an errno from `OFFLOAD_IOC_SPAWN` to `node` means; ends with the errno's name.
+pub fn spawn_error(errno: i32, node: &str) -> String {
+    let why = match errno {
+        libc::EHOSTUNREACH => format!("node {node} cannot be reached (unknown, or this node)"),
+        libc::ENOTCONN => format!("peer {node} is down or lost"),
+        libc::ETIMEDOUT => format!("no answer from {node} in time; the shadow may run"),
+        libc::ECONNRESET => format!("peer {node} was lost while waiting"),
+        libc::EBUSY => {
+            "this file is a shadow's or another process's, or too many messages in flight".into()
+        }
+        libc::ENOENT => format!("node {node} has no /usr/bin/offload to start the shadow"),
+        libc::EOPNOTSUPP => "no memory window (or the peer does not know SPAWN)".into(),
+        libc::EINVAL => "the record or the request was refused as invalid".into(),
+        _ => common_error(errno),
+    };
+    format!("{why} ({})", errno_name(errno))
+}
+
+/// The node list of a PS entry: `b,c` (names from `name`), `-` when empty.
+fn node_list(nodes: u64, name: &dyn Fn(u32) -> String) -> String {
+    let list: Vec<String> = (0..64)
+        .filter(|i| nodes & (1u64 << i) != 0)
+        .map(|i| word(&name(i)))
+        .collect();
+    if list.is_empty() {
+        "-".into()
+    } else {
+        list.join(",")
+    }
+}
+
+/// `ROLE pid=P home=NODE:PID nodes=LIST executors=N forwarded=N served=N faults=N`; `name`
+/// gives a node's name from its index.
+pub fn ps_line(e: &crate::abi::PsEntry, name: &dyn Fn(u32) -> String) -> String {
+    format!(
+        "{} pid={} home={}:{} nodes={} executors={} forwarded={} served={} faults={}",
+        crate::shadow::role_name(e),
+        e.pid,
+        word(&name(e.home_node)),
+        e.home_pid,
+        node_list(e.nodes, name),
+        e.executors,
+        e.forwarded,
+        e.served,
+        e.faults
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -280,6 +332,36 @@ mod tests {
         assert!(exec_error(libc::EBUSY, 5).contains("tid 5"));
         assert_eq!(served_line(39, -2), "served nr=39 ret=-2");
         assert_eq!(executor_line(10, 11), "executor pid=10 tid=11");
+    }
+
+    #[test]
+    fn ps_and_spawn_lines() {
+        let name = |i: u32| {
+            ["a", "b", "c"]
+                .get(i as usize)
+                .map_or(i.to_string(), |s| s.to_string())
+        };
+        let mut e = crate::abi::PsEntry {
+            pid: 7,
+            role: crate::abi::ROLE_HOME,
+            home_node: 0,
+            home_pid: 7,
+            nodes: 0b110 | 1 << 9,
+            executors: 2,
+            forwarded: 0,
+            served: 5,
+            faults: 3,
+            ..Default::default()
+        };
+        assert_eq!(
+            ps_line(&e, &name),
+            "home pid=7 home=a:7 nodes=b,c,9 executors=2 forwarded=0 served=5 faults=3"
+        );
+        e.role = crate::abi::ROLE_SHADOW;
+        e.nodes = 0;
+        assert!(ps_line(&e, &name).starts_with("shadow pid=7 home=a:7 nodes=- "));
+        assert!(spawn_error(libc::ENOENT, "b").ends_with("(-ENOENT)"));
+        assert!(spawn_error(libc::ENOTCONN, "b").contains("peer b is down"));
     }
 
     #[test]

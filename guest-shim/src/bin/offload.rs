@@ -1,6 +1,7 @@
 //! The `offload` command (runs inside the guest): `offload nodes`, `offload ping NODE`,
 //! `offload mem ...` (the memory window), `offload serve` / `offload call` (forwarded
-//! system calls), `offload run` (a marked process).
+//! system calls), `offload run` (a marked process), `offload ps` / `offload spawn` /
+//! `offload shadow` (shadows; `shadow` is started by offload.ko).
 //! Exit status: 0 on success (for ping: every reply came back intact), 1 on failure,
 //! 2 on bad usage. Built statically by images/build.sh into build/guest-bin/offload.
 
@@ -10,7 +11,7 @@ use std::process::ExitCode;
 use guest_shim::cli::{self, Command, SYNOPSIS, USAGE};
 use guest_shim::device::Device;
 use guest_shim::run::{self, RunError};
-use guest_shim::{forward, launch, mem};
+use guest_shim::{forward, launch, mem, shadow};
 
 fn main() -> ExitCode {
     // std's runtime handles SIGBUS (stack overflow detection): for a SIGBUS it did not cause
@@ -66,6 +67,19 @@ fn execute(command: Command) -> Result<bool, RunError> {
         Command::Call(args) => {
             forward::call(&Device::open()?, &args, &mut out)?;
             true
+        }
+        Command::Ps => {
+            shadow::ps(&Device::open()?, &mut out)?;
+            true
+        }
+        Command::Spawn(args) => {
+            shadow::spawn(&Device::open()?, &args, &mut out)?;
+            true
+        }
+        Command::Shadow(args) => {
+            let e = shadow::shadow(&args);
+            shadow::log_to_kmsg(&args, &e);
+            std::process::exit(1);
         }
         Command::Run(args) => {
             out.flush()?;
