@@ -18,3 +18,6 @@ echo "[test] ping benchmark smoke run (20 pings; the real run is bench-ping --co
 target/release/bench-ping --count 20 --out build/bench/ping-ci.txt
 # bench-dsm is not run here: in the emulated test host one of the two guests triple-faults in
 # most runs that move a thousand pages or more (docs/dsm.md); run it by hand.
+echo "[test] syscall benchmark smoke run, modes A/B/C in two VMs (10 calls per batch; fails if a mode fails or results differ)"
+target/release/bench-syscall --calls 10 --out build/bench/syscall-ci.txt
+cat build/bench/syscall-ci.txt

@@ -9,7 +9,8 @@
  * a mode whose results differ fails the benchmark instead of producing a number.
  *
  * Usage: ot-bench-syscall [-n N] [-d BASE] [-p]   (defaults: 200, /tmp/ot-bench)
- * Output: "bench call=NAME n=N ns_per_call=X" lines, then "bench result calls=C left=0".
+ * Output, after the last batch: "bench call=NAME n=N ns_per_call=X" lines, then
+ * "bench result calls=C left=0".
  * With -p, "bench phase NAME" is printed (and flushed) one second before each batch and
  * "bench phase end" after the last, so a host script can take monitor statistics between
  * batches; a first phase "idle" (one second, no calls) measures what that second alone
@@ -144,18 +145,21 @@ int main(int argc, char **argv)
 	make_deep_dir(base);
 	if (phases)
 		mark("idle");
+	/* Results are printed after the last batch: a batch then costs exactly what the idle
+	 * second costs besides its calls (one marker line on the console). */
+	long long per_call[sizeof(ops) / sizeof(ops[0])];
 	for (size_t k = 0; k < sizeof(ops) / sizeof(ops[0]); k++) {
 		if (phases)
 			mark(ops[k]);
 		long long t0 = now_ns();
 		for (int i = 0; i < n; i++)
 			one_call(ops[k], i);
-		long long t = now_ns() - t0;
-		printf("bench call=%s n=%d ns_per_call=%lld\n", ops[k], n, t / n);
-		fflush(stdout);
+		per_call[k] = (now_ns() - t0) / n;
 	}
 	if (phases)
 		mark("end");
+	for (size_t k = 0; k < sizeof(ops) / sizeof(ops[0]); k++)
+		printf("bench call=%s n=%d ns_per_call=%lld\n", ops[k], n, per_call[k]);
 	printf("bench result calls=%ld left=%d\n", calls, entries_left());
 	return entries_left() ? 1 : 0;
 }
