@@ -184,6 +184,24 @@ static long layout_replay(struct layout_req *q, ucontext_t *uc)
     return r;
 }
 
+/* exec_sigprocmask: the thread on the other node changed its mask: the executor takes the
+ * same one as its real mask (it never returns through a trap frame), so signals sent to the
+ * process stay pending while the thread blocks them, and are delivered here when it
+ * unblocks them, before its call returns. SIGSYS is never blocked. */
+static long exec_sigprocmask(const long *a)
+{
+    uint64_t set;
+    if (a[3] != KSIGSET_SIZE)
+        return -22;
+    if (!a[1])
+        return sys4(SYS_rt_sigprocmask, SIG_BLOCK, 0, a[2], KSIGSET_SIZE);
+    if (!shim_readable((void *)a[1], KSIGSET_SIZE))
+        return -14;
+    shim_copy(&set, (void *)a[1], sizeof set);
+    set &= ~(SIGBIT(SIGSYS) | SIGBIT(SIGKILL) | SIGBIT(SIGSTOP));
+    return sys4(SYS_rt_sigprocmask, a[0], &set, a[2], KSIGSET_SIZE);
+}
+
 /* exec_one: one forwarded call. exit and exit_group end the executor the way they end the
  * remote thread (the caller has returned from EXEC_DONE by then, or never needs it). */
 static long exec_one(int fd, const struct offload_exec_call *c, ucontext_t *uc)
@@ -201,6 +219,8 @@ static long exec_one(int fd, const struct offload_exec_call *c, ucontext_t *uc)
         return sys1(SYS_exit_group, a[0]);
     case OFFLOAD_SYS_LAYOUT:
         return layout_replay((struct layout_req *)a[1], uc);
+    case SYS_rt_sigprocmask:
+        return exec_sigprocmask(a);
     case SYS_clone:
     case SYS_clone3:
     case SYS_fork:

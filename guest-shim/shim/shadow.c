@@ -324,6 +324,11 @@ long offloaded_call(long nr, const long *a, ucontext_t *uc, int *handled)
     case SYS_vfork:
         return -38; /* ENOSYS: not yet (docs/syscall-routing.md) */
     case SYS_rt_sigprocmask:
+        /* The mask lives in two places: here (signals raised on this node) and in the
+         * executor at home, where signals sent to the process arrive: set both. */
+        forward(nr, a);
+        *handled = 0;
+        return 0;
     case SYS_sigaltstack:
     case SYS_rt_sigreturn:
         *handled = 0; /* the thread's own mask and stacks: here */
