@@ -108,7 +108,8 @@ run     exec PROG as a marked process: the syscall shim preloaded (/lib/offload/
         K=NODE: the K-th thread created starts on NODE (the shim gets node indices in
         OFFLOAD_ON / OFFLOAD_PLACE); an unknown NODE is refused (exit status 2).
 ps      the marked processes of this node, one per line: ROLE pid=P home=NODE:PID
-        nodes=LIST executors=N forwarded=N served=N faults=N (ROLE: home, shadow)
+        nodes=LIST executors=N forwarded=N served=N faults=N threads=N comm=NAME (ROLE: home,
+        shadow; a home's threads include its executors, each standing for a thread elsewhere)
 spawn   test helper: write a spawn record (PATH, the --env strings as its whole
         environment) into window pages and start a shadow of this process on NODE;
         print spawned node=N pid=P rec_off=0x.. rec_len=L, then wait for a signal

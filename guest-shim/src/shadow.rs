@@ -156,9 +156,32 @@ pub fn spawn<D: Offload + WindowDevice + Shadows>(
 
 // ---- offload ps ----
 
-/// `offload ps`: one line per marked process ([`report::ps_line`]), then a note if the
-/// driver left some out.
+/// `offload ps`: one line per marked process ([`report::ps_line`], then its thread count
+/// and name from /proc: for a home, `threads` includes its executors, each standing for a
+/// thread on another node), then a note if the driver left some out.
 pub fn ps<D: Offload + Shadows>(dev: &D, out: &mut dyn Write) -> Result<(), RunError> {
+    ps_with(dev, out, &proc_info)
+}
+
+/// ` threads=N comm=NAME` of a process from /proc (`?` for what cannot be read: it ended).
+fn proc_info(pid: u32) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |key: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .map_or("?".to_string(), |v| {
+                v.trim().replace(char::is_whitespace, "_")
+            })
+    };
+    format!(" threads={} comm={}", field("Threads:"), field("Name:"))
+}
+
+fn ps_with<D: Offload + Shadows>(
+    dev: &D,
+    out: &mut dyn Write,
+    info: &dyn Fn(u32) -> String,
+) -> Result<(), RunError> {
     let nodes = list_nodes(dev)?;
     let ps = dev.ps().map_err(|e| match e.errno() {
         Some(errno) => RunError::Ioctl { errno },
@@ -171,7 +194,7 @@ pub fn ps<D: Offload + Shadows>(dev: &D, out: &mut dyn Write) -> Result<(), RunE
             .map_or_else(|| i.to_string(), |n| n.name.clone())
     };
     for e in ps.valid() {
-        writeln!(out, "{}", report::ps_line(e, &name))?;
+        writeln!(out, "{}{}", report::ps_line(e, &name), info(e.pid))?;
     }
     if ps.total > ps.count {
         writeln!(out, "({} more not shown)", ps.total - ps.count)?;
@@ -611,12 +634,15 @@ mod tests {
             ..Default::default()
         };
         let mut out = Vec::new();
-        ps(&fake, &mut out).unwrap();
+        ps_with(&fake, &mut out, &|pid| format!(" threads=2 comm=p{pid}")).unwrap();
         assert_eq!(
             String::from_utf8(out).unwrap(),
-            "shadow pid=9 home=b:70 nodes=- executors=0 forwarded=4 served=0 faults=0\n\
-             (2 more not shown)\n"
+            "shadow pid=9 home=b:70 nodes=- executors=0 forwarded=4 served=0 faults=0 \
+             threads=2 comm=p9\n(2 more not shown)\n"
         );
+        let me = proc_info(std::process::id());
+        assert!(me.starts_with(" threads=") && !me.contains('?'), "{me}");
+        assert_eq!(proc_info(u32::MAX), " threads=? comm=?");
     }
 
     /// A memfd stands in for the window: the record is read back through a read-only map.
