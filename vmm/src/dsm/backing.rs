@@ -41,6 +41,12 @@ impl WindowMemory {
         if addr == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
         }
+        // The protocol moves 4 KiB pages: a huge page here would be mapped (and collapsed by
+        // khugepaged) across pages that other nodes own. A kernel without THP says EINVAL.
+        // SAFETY: advice on the mapping just created, of exactly its length.
+        if unsafe { libc::madvise(addr, len, libc::MADV_NOHUGEPAGE) } != 0 {
+            log::debug!("window: MADV_NOHUGEPAGE: {}", io::Error::last_os_error());
+        }
         Ok(Self {
             addr: addr.cast(),
             len,
