@@ -10,6 +10,14 @@
  *    which is on the parent's altstack. gate.S gives it a fresh altstack; there it arms
  *    SUD and resumes at the trap-time rip with the trap-time registers, rax = 0 and
  *    rsp = its new stack (shim_child_resume).
+ *  - Offloaded (a thread running away from home, shadow.c): a new thread gets its executor
+ *    at home first (OFFLOAD_SYS_NEWEXEC); that executor's tid is the tid the program sees
+ *    (clone's result, PARENT_SETTID, CHILD_SETTID), so gettid, tgkill and pthread_kill,
+ *    which run at home, name the right thread; then the local clone as above. A fork (and
+ *    vfork, and posix_spawn's CLONE_VM|CLONE_VFORK child) happens at home: "the child
+ *    comes home" (shadow_fork_home, migrate.c exec_fork).
+ *  - --place (home): the K-th thread created may start on another node: its child
+ *    migrates before the program's first instruction (migrate_new_thread).
  */
 #include "shim.h"
 #include <sched.h>
@@ -30,6 +38,8 @@ struct child_block {
     int slot;     /* its pool slot + 1 */
     int own_tls;  /* CLONE_SETTLS: the child has its own shim_self */
     long clear_tid; /* marked: the CLONE_CHILD_CLEARTID address the shim clears at exit */
+    long home_tid;  /* offloaded: the new thread's executor at home */
+    int place;      /* home, --place: the node the thread starts on, or -1 */
 } __attribute__((aligned(64)));
 
 _Static_assert(offsetof(struct clone_call, block) == CC_BLOCK, "CC_BLOCK");
@@ -48,6 +58,9 @@ __attribute__((noreturn)) void shim_child_start(struct child_block *b) HIDDEN;
 /* clone3's struct clone_args, the fields we look at (linux/sched.h) */
 #define CA_FLAGS 0
 #define CA_CHILD_TID 16
+#define CA_PARENT_TID 24
+#define CA_EXIT_SIGNAL 32
+#define CA_TLS 56
 #define CA_STACK 40
 #define CA_STACK_SIZE 48
 #define CA_MAX 128
@@ -71,6 +84,12 @@ static struct child_block *make_block(const ucontext_t *uc, long new_sp, long fl
     b->region = region;
     b->slot = slot;
     b->own_tls = (flags & CLONE_SETTLS) != 0;
+    b->home_tid = 0;
+    b->place = -1;
+    if (!shim_offloaded && (flags & CLONE_THREAD)) {
+        int node = place_of_next_thread();
+        b->place = b->own_tls && shim_marked ? node : -1;
+    }
     return b;
 }
 
@@ -83,8 +102,11 @@ void shim_child_start(struct child_block *b)
         shim_self.slot = b->slot;
         shim_self.prog_ss_set = 0;
         shim_self.clear_tid = b->clear_tid;
+        shim_self.home_tid = b->home_tid;
     }
     shim_arm_thread();
+    if (b->place >= 0)
+        migrate_new_thread(b->gregs, b->has_fx ? b->fx : 0, b->place); /* returns only on failure */
     shim_child_resume(b);
 }
 
@@ -95,6 +117,8 @@ static void fork_child(const struct fork_job *f)
     int pid;
     if (f)
         fork_unmark_child(f);
+    if (f && f->slot)
+        shim_self.slot = f->slot; /* an executor forks: its own region, not the thread's */
     pid = (int)sys0(SYS_getpid);
     altstack_after_fork(shim_self.slot, pid);
     stats_reset_in_child();
@@ -145,6 +169,75 @@ static long strip_cleartid(long *flags, struct child_block *b, long ctid)
     return *flags;
 }
 
+/* remote_thread: an offloaded thread creates a thread: its executor is made at home first
+ * (registered before its tid is known to anyone); that tid is the one the program sees, so
+ * the kernel's PARENT_SETTID/CHILD_SETTID (which would write the local tid) are done here.
+ * Only pthread-like clones (CLONE_THREAD with their own TLS, where the shim keeps the
+ * thread's home tid) can run away from home. */
+static long remote_thread(long *flags, struct child_block *b, long ptid, long ctid, long tls)
+{
+    long t;
+    if (!(*flags & CLONE_THREAD) || !(*flags & CLONE_SETTLS))
+        return -38; /* ENOSYS (docs/syscall-routing.md) */
+    if (((*flags & CLONE_PARENT_SETTID) && !shim_readable((void *)ptid, 4)) ||
+        ((*flags & CLONE_CHILD_SETTID) && !shim_readable((void *)ctid, 4)))
+        return -14;
+    t = shadow_newexec(tls);
+    if (t < 0)
+        return t;
+    if (*flags & CLONE_PARENT_SETTID)
+        *(int *)ptid = (int)t;
+    if (*flags & CLONE_CHILD_SETTID)
+        *(int *)ctid = (int)t;
+    *flags &= ~(long)(CLONE_PARENT_SETTID | CLONE_CHILD_SETTID);
+    b->home_tid = t;
+    return t;
+}
+
+/* run_offloaded: remote_thread, then the local clone; the program gets the home tid. ca:
+ * clone3's args copy (its flags are rewritten), else c->args[0] is. */
+static long run_offloaded(struct clone_call *c, long *flags, long ptid, long ctid, long tls,
+                          char *ca)
+{
+    long t = c->block ? remote_thread(flags, c->block, ptid, ctid, tls) : -38, r;
+    if (t < 0) {
+        if (c->block)
+            altstack_release(c->block->slot, c->block->region);
+        return t;
+    }
+    if (ca)
+        shim_copy(ca + CA_FLAGS, flags, 8);
+    else
+        c->args[0] = *flags;
+    r = run(c, *flags, ctid, ca);
+    if (r < 0) {
+        shadow_end_exec(t);
+        return r;
+    }
+    return t;
+}
+
+/* clone3_offloaded: clone3 of a thread running away from home (see remote_thread). */
+static long clone3_offloaded(struct clone_call *c, char *args, long flags, ucontext_t *uc)
+{
+    long stack, stack_size, ptid, ctid, tls, sig;
+    shim_copy(&stack, args + CA_STACK, 8);
+    shim_copy(&stack_size, args + CA_STACK_SIZE, 8);
+    shim_copy(&ctid, args + CA_CHILD_TID, 8);
+    shim_copy(&ptid, args + CA_PARENT_TID, 8);
+    shim_copy(&tls, args + CA_TLS, 8);
+    shim_copy(&sig, args + CA_EXIT_SIGNAL, 8);
+    if (!(flags & CLONE_VM) || (flags & CLONE_VFORK))
+        return shadow_fork_home(uc, (flags & ~(long)CSIGNAL) | (sig & CSIGNAL), ptid, ctid,
+                                flags & CLONE_VM ? stack + stack_size : 0);
+    c->block = make_block(uc, stack ? stack + stack_size : uc->uc_mcontext.gregs[REG_RSP],
+                          flags);
+    if (!c->block)
+        return -12;
+    strip_cleartid(&flags, c->block, ctid);
+    return run_offloaded(c, &flags, ptid, ctid, tls, args);
+}
+
 static long clone_legacy(const long *a, ucontext_t *uc)
 {
     struct clone_call c = {.nr = SYS_clone, .block = 0};
@@ -155,12 +248,16 @@ static long clone_legacy(const long *a, ucontext_t *uc)
         flags &= ~(CLONE_VM | CLONE_VFORK);
         c.args[0] = flags;
     }
+    if (shim_offloaded && (!(flags & CLONE_VM) || (flags & CLONE_VFORK)))
+        return shadow_fork_home(uc, flags, a[2], a[3], flags & CLONE_VM ? sp : 0);
     if (flags & CLONE_VM) {
         c.block = make_block(uc, sp ? sp : uc->uc_mcontext.gregs[REG_RSP], flags);
         if (!c.block)
             return -12; /* ENOMEM */
         c.args[0] = strip_cleartid(&flags, c.block, a[3]);
     }
+    if (shim_offloaded)
+        return run_offloaded(&c, &flags, a[2], a[3], a[4], 0);
     return run(&c, flags, a[3], 0);
 }
 
@@ -185,6 +282,8 @@ static long clone3_trap(const long *a, ucontext_t *uc)
         flags &= ~(CLONE_VM | CLONE_VFORK);
         shim_copy(args + CA_FLAGS, &flags, 8);
     }
+    if (shim_offloaded)
+        return clone3_offloaded(&c, args, flags, uc);
     if (flags & CLONE_VM) {
         long sp = stack ? stack + stack_size : uc->uc_mcontext.gregs[REG_RSP];
         long ctid;
@@ -209,7 +308,10 @@ long clone_trap(long nr, const long *a, ucontext_t *uc)
     switch (nr) {
     case SYS_clone: return clone_legacy(a, uc);
     case SYS_clone3: return clone3_trap(a, uc);
-    default: return run(&c, 0, 0, 0); /* fork, and vfork made a fork */
+    default: /* fork, and vfork made a fork */
+        if (shim_offloaded)
+            return shadow_fork_home(uc, SIGCHLD, 0, 0, 0);
+        return run(&c, 0, 0, 0);
     }
 }
 
@@ -219,11 +321,41 @@ long clone_trap(long nr, const long *a, ucontext_t *uc)
  * read first: after the store the joiner may free the stack holding our TLS. */
 long thread_exit_trap(const long *a)
 {
-    long clear = shim_self.clear_tid;
-    altstack_exiting(shim_self.slot, (int)sys0(SYS_gettid));
+    return thread_exit_as(a[0], shim_self.slot, shim_self.clear_tid);
+}
+
+/* thread_exit_as: the same with the altstack slot and clear-tid word given (an executor's
+ * slot is not the thread's; an offloaded thread leaves the clearing to its executor). */
+long thread_exit_as(long code, int slot, long clear)
+{
+    altstack_exiting(slot, (int)sys0(SYS_gettid));
     if (clear) {
         __atomic_store_n((int *)clear, 0, __ATOMIC_SEQ_CST);
         sys3(SYS_futex, clear, 1 /* FUTEX_WAKE */ | 128 /* PRIVATE */, 1);
     }
-    return sys1(SYS_exit, a[0]);
+    return sys1(SYS_exit, code);
+}
+
+/* clone_fork_for: an executor forks for its thread (the child comes home): a marked fork
+ * of flags (exit signal, CHILD_SETTID/CLEARTID, PARENT_SETTID). The child gets private
+ * memory and is unmarked; it returns 0 with every signal but SIGSYS as the executor had
+ * them; the parent gets the pid or -errno. */
+long clone_fork_for(long flags, long ptid, long ctid, int slot)
+{
+    struct clone_call c = {.nr = SYS_clone, .args = {0, 0, ptid, ctid, 0, 0}, .block = 0};
+    struct fork_job job;
+    long fl = flags & (CSIGNAL | CLONE_CHILD_SETTID | CLONE_CHILD_CLEARTID |
+                       CLONE_PARENT_SETTID), r;
+    if (fork_prepare(&job, &fl, ctid) < 0)
+        return -11;
+    job.slot = slot;
+    c.args[0] = fl;
+    r = shim_clone_call(&c);
+    if (r == 0) {
+        fork_child(&job);
+        sys4(SYS_rt_sigprocmask, SIG_SETMASK, &job.saved, 0, KSIGSET_SIZE);
+        return 0;
+    }
+    fork_parent(&job, r);
+    return r;
 }

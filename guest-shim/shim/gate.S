@@ -13,6 +13,8 @@
  *                     shim_child_start (C) on its own altstack and then shim_child_resume
  *  shim_child_resume  loads the trap-time registers and jumps to the program (not a
  *                     syscall, but kept here next to its counterpart)
+ *  shim_thread_start  a shim-internal thread (an executor at home): raw clone whose child
+ *                     calls fn(arg) on the stack it was given
  */
 #include "block.h"
 
@@ -121,5 +123,32 @@ shim_child_resume:
         popfq
         ret
         .size shim_child_resume, .-shim_child_resume
+
+/* long shim_thread_start(flags, stack, tls, fn, arg): clone(flags, stack, 0, 0, tls).
+ * Parent: returns the child's tid or -errno. Child: rsp = stack (16-byte aligned), calls
+ * fn(arg), which must not return. fn and arg travel in r12/r13, which the child keeps. */
+        .globl shim_thread_start
+        .hidden shim_thread_start
+        .type shim_thread_start, @function
+shim_thread_start:
+        push    %r12
+        push    %r13
+        mov     %rcx, %r12
+        mov     %r8, %r13
+        mov     %rdx, %r8               /* tls */
+        xor     %edx, %edx              /* parent_tid */
+        xor     %r10d, %r10d            /* child_tid */
+        and     $-16, %rsi
+        mov     $56, %eax               /* __NR_clone */
+        syscall
+        test    %rax, %rax
+        jnz     3f
+        mov     %r13, %rdi
+        call    *%r12                   /* noreturn */
+        ud2
+3:      pop     %r13
+        pop     %r12
+        ret
+        .size shim_thread_start, .-shim_thread_start
 
         .section .note.GNU-stack, "", @progbits

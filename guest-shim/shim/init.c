@@ -122,6 +122,18 @@ void shim_say(const char *msg)
     sys3(SYS_write, 2, msg, shim_strlen(msg));
 }
 
+/* shim_say_kmsg: stderr and the kernel log (one record per call): a shadow's stderr is
+ * /dev/null, so its messages would be lost otherwise. */
+void shim_say_kmsg(const char *msg)
+{
+    long fd = sys4(SYS_openat, -100 /* AT_FDCWD */, "/dev/kmsg", 01 | O_CLOEXEC_, 0);
+    shim_say(msg);
+    if (fd < 0)
+        return;
+    sys3(SYS_write, fd, msg, shim_strlen(msg));
+    sys1(SYS_close, fd);
+}
+
 #define BRK_RESERVE_DEFAULT (32UL << 20)
 
 /* mark: open the window and move every private writable mapping into it. Without a

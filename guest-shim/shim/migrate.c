@@ -8,8 +8,14 @@
  *    registers with rax = 0, FS base, signal mask, the FPU state as the kernel saved it,
  *    xsave area included), writes the spawn record (record.h) into fresh window pages,
  *    registers the thread as the executor of its tid (EXEC_WAIT with O_NONBLOCK), asks
- *    the driver for a shadow (OFFLOAD_IOC_SPAWN) and becomes the executor: EXEC_WAIT ->
- *    run the call here -> EXEC_DONE, for ever. The thread's own code never runs here again.
+ *    the driver for a shadow (OFFLOAD_IOC_SPAWN) and becomes the executor (executor.c):
+ *    EXEC_WAIT -> run the call here -> EXEC_DONE. The thread's own code never runs here
+ *    again.
+ *  - --place (OFFLOAD_PLACE=K=NODE,...): the K-th thread the process creates (counted
+ *    here, at home, also those created by offloaded threads) starts on NODE: its first
+ *    instruction is captured in the new thread (migrate_new_thread), which gets a shadow
+ *    process of its own there and becomes its executor. Threads created by an offloaded
+ *    thread start where their creator runs (counted, not placed).
  *  - Test mode (OFFLOAD_SHIM_MIGRATE_TEST=1 with a fake window file): instead of SPAWN the
  *    process execs itself with OFFLOAD_SHADOW set, i.e. "migrates to itself": the exec'd
  *    image restores the context (shadow.c). This is the native end-to-end test of capture,
@@ -35,10 +41,26 @@ static int is_err(long r) { return r < 0 && r > -4096; }
 static uint64_t pgup(uint64_t x) { return (x + PAGE - 1) & ~(uint64_t)(PAGE - 1); }
 
 /* capture: the trap-time context; rax = 0 is what the migrate call returns over there. */
-static void capture(struct rec_ctx *c, const ucontext_t *uc)
+/* frame_fp_size: bytes of FPU state in a signal frame: the xsave image (extended_size of
+ * fx_sw_reserved) only when the kernel says it wrote one (UC_FP_XSTATE: without XSAVE, e.g.
+ * under an emulated CPU, the frame holds the 512-byte fxsave image alone, and its top may
+ * be the end of the signal stack); else 512. */
+uint32_t frame_fp_size(const ucontext_t *uc)
 {
     const uint8_t *fp = (const uint8_t *)uc->uc_mcontext.fpregs;
     uint32_t magic = 0, ext = 512;
+    if (!fp || !(uc->uc_flags & 1 /* UC_FP_XSTATE */))
+        return 512;
+    shim_copy(&magic, fp + 464, 4); /* fx_sw_reserved: magic1, extended_size */
+    if (magic == 0x46505853U)
+        shim_copy(&ext, fp + 468, 4);
+    return ext < 512 ? 512 : ext;
+}
+
+void migrate_capture(struct rec_ctx *c, const ucontext_t *uc)
+{
+    const uint8_t *fp = (const uint8_t *)uc->uc_mcontext.fpregs;
+    uint32_t ext = frame_fp_size(uc);
     shim_zero(c, sizeof *c);
     c->magic = REC_CTX_MAGIC;
     shim_copy(c->gregs, uc->uc_mcontext.gregs, sizeof c->gregs);
@@ -46,9 +68,6 @@ static void capture(struct rec_ctx *c, const ucontext_t *uc)
     sys2(SYS_arch_prctl, 0x1003 /* ARCH_GET_FS */, &c->fs_base);
     shim_copy(&c->sigmask, &uc->uc_sigmask, 8);
     if (fp) {
-        shim_copy(&magic, fp + 464, 4); /* fx_sw_reserved: magic1, extended_size */
-        if (magic == 0x46505853U)
-            shim_copy(&ext, fp + 468, 4);
         c->fp_size = ext > REC_FP_MAX ? 512 : ext;
         shim_copy(c->fp, fp, c->fp_size);
     }
@@ -95,12 +114,12 @@ static uint32_t count_env(char **envp)
     return n;
 }
 
-/* write_record: the record in fresh window pages; *off, *len. Lock held. */
-static long write_record(uint64_t *off, uint64_t *len)
+/* write_record: the record of c in fresh window pages; *off, *len. Lock held. */
+static long write_record(struct rec_ctx *c, uint64_t *off, uint64_t *len)
 {
     struct rec_view v = {.exe = exe, .n_env = count_env(shim_envp),
                          .env = (const char *const *)shim_envp, .maps = rmaps,
-                         .paths = rpaths, .ctx = &ctx};
+                         .paths = rpaths, .ctx = c};
     long o, tmp, r;
     v.n_maps = collect_maps();
     *len = rec_size(&v);
@@ -157,12 +176,11 @@ static long exec_self(uint64_t off, uint64_t len)
     return sys3(SYS_execve, "/proc/self/exe", shim_argv, new_env);
 }
 
-/* ---- the executor ---- */
+/* ---- the executor's share: LAYOUT replies (executor.c serves the rest) ---- */
 
-/* layout_replay: a LAYOUT call of the remote thread, run here (the home decides
- * addresses and window runs), then the table entries of the affected range for it to
- * replay. */
-static long layout_replay(struct layout_req *q, ucontext_t *uc)
+/* exec_layout: a LAYOUT call of the remote thread, run here (the home decides addresses
+ * and window runs), then the table entries of the affected range for it to replay. */
+long exec_layout(struct layout_req *q, ucontext_t *uc)
 {
     long r = shim_dispatch(q->nr, q->args, uc);
     uint64_t saved;
@@ -184,107 +202,80 @@ static long layout_replay(struct layout_req *q, ucontext_t *uc)
     return r;
 }
 
-/* exec_sigprocmask: the thread on the other node changed its mask: the executor takes the
- * same one as its real mask (it never returns through a trap frame), so signals sent to the
- * process stay pending while the thread blocks them, and are delivered here when it
- * unblocks them, before its call returns. SIGSYS is never blocked. */
-static long exec_sigprocmask(const long *a)
+/* spawn_and_serve: register as executor, SPAWN a shadow on node, serve. Returns only on
+ * failure. The file stays open for the process's life once it SPAWNed (its release KILLs
+ * the process's shadows on that node). */
+static long spawn_and_serve(long node, uint64_t off, uint64_t len, int slot, ucontext_t *uc)
 {
-    uint64_t set;
-    if (a[3] != KSIGSET_SIZE)
-        return -22;
-    if (!a[1])
-        return sys4(SYS_rt_sigprocmask, SIG_BLOCK, 0, a[2], KSIGSET_SIZE);
-    if (!shim_readable((void *)a[1], KSIGSET_SIZE))
-        return -14;
-    shim_copy(&set, (void *)a[1], sizeof set);
-    set &= ~(SIGBIT(SIGSYS) | SIGBIT(SIGKILL) | SIGBIT(SIGSTOP));
-    return sys4(SYS_rt_sigprocmask, a[0], &set, a[2], KSIGSET_SIZE);
-}
-
-/* exec_one: one forwarded call. exit and exit_group end the executor the way they end the
- * remote thread (the caller has returned from EXEC_DONE by then, or never needs it). */
-static long exec_one(int fd, const struct offload_exec_call *c, ucontext_t *uc)
-{
-    long a[6];
-    shim_copy(a, c->args, sizeof a);
-    switch ((long)c->nr) {
-    case SYS_exit: {
-        struct offload_exec_done d = {.token = c->token, .ret = 0};
-        sys3(SYS_ioctl, fd, OFFLOAD_IOC_EXEC_DONE, &d);
-        return thread_exit_trap(a);
-    }
-    case SYS_exit_group:
-        stats_write("exit_group");
-        return sys1(SYS_exit_group, a[0]);
-    case OFFLOAD_SYS_LAYOUT:
-        return layout_replay((struct layout_req *)a[1], uc);
-    case SYS_rt_sigprocmask:
-        return exec_sigprocmask(a);
-    case SYS_clone:
-    case SYS_clone3:
-    case SYS_fork:
-    case SYS_vfork:
-        return -38; /* ENOSYS: new threads/processes of an offloaded thread: not yet */
-    }
-    return shim_dispatch((long)c->nr, a, uc);
-}
-
-static void executor_loop(int fd, ucontext_t *uc)
-{
-    struct offload_exec_call c;
-    for (;;) {
-        long r = sys3(SYS_ioctl, fd, OFFLOAD_IOC_EXEC_WAIT, &c);
-        struct offload_exec_done d;
-        if (r == -4)
-            continue;
-        if (r < 0) {
-            shim_say("offload-shim: executor: EXEC_WAIT failed; exiting\n");
-            sys1(SYS_exit_group, 1);
-        }
-        d = (struct offload_exec_done){.token = c.token, .ret = exec_one(fd, &c, uc)};
-        sys3(SYS_ioctl, fd, OFFLOAD_IOC_EXEC_DONE, &d);
-    }
-}
-
-/* spawn_and_serve: register as executor, SPAWN, serve. Returns only on failure. */
-static long spawn_and_serve(uint64_t off, uint64_t len, ucontext_t *uc)
-{
-    struct offload_exec_call c;
-    struct offload_spawn s = {.node = (__u32)target_node, .rec_off = off, .rec_len = len};
-    long fd = sys4(SYS_openat, AT_FDCWD, "/dev/offload", O_RDWR | O_CLOEXEC | O_NONBLOCK, 0);
-    long r;
+    struct offload_spawn s = {.node = (__u32)node, .rec_off = off, .rec_len = len};
+    long fd = executor_open(1), r;
     if (fd < 0)
         return fd;
-    r = sys3(SYS_ioctl, fd, OFFLOAD_IOC_EXEC_WAIT, &c); /* registers; -EAGAIN expected */
-    if (r != -11 && r < 0)
-        return r;
     r = sys3(SYS_ioctl, fd, OFFLOAD_IOC_SPAWN, &s);
-    if (r < 0)
+    if (r < 0) {
+        sys1(SYS_close, fd);
         return r;
-    sys3(SYS_fcntl, fd, F_SETFL, O_RDWR); /* blocking EXEC_WAIT from now on */
-    executor_loop((int)fd, uc);
+    }
+    executor_serve((int)fd, slot, uc);
     return 0;
+}
+
+/* record_for: the spawn record of context c in fresh window pages (*off, *len). */
+static long record_for(struct rec_ctx *c, uint64_t *off, uint64_t *len)
+{
+    uint64_t saved;
+    long r, n;
+    layout_lock(&saved); /* also serialises the static buffers of this file */
+    n = sys4(SYS_readlinkat, AT_FDCWD, "/proc/self/exe", exe, sizeof exe - 1);
+    exe[n > 0 ? n : 0] = 0;
+    r = write_record(c, off, len);
+    layout_unlock(&saved);
+    return r;
 }
 
 long migrate_trap(const long *a, ucontext_t *uc)
 {
-    uint64_t saved, off = 0, len = 0;
-    long r, n;
+    uint64_t off = 0, len = 0;
+    int slot = shim_self.slot; /* ours: the shadow writes its own into the shared TLS */
+    long r;
     (void)a;
     if (!shim_marked || target_node < 0)
         return -22;
-    capture(&ctx, uc);
-    n = sys4(SYS_readlinkat, AT_FDCWD, "/proc/self/exe", exe, sizeof exe - 1);
-    exe[n > 0 ? n : 0] = 0;
-    layout_lock(&saved);
-    r = write_record(&off, &len);
-    layout_unlock(&saved);
+    shim_self.home_tid = sys0(SYS_gettid);
+    migrate_capture(&ctx, uc);
+    r = record_for(&ctx, &off, &len);
     if (r < 0)
         return r;
     if (shim_getenv(shim_envp, "OFFLOAD_SHIM_MIGRATE_TEST"))
         return exec_self(off, len);
-    return spawn_and_serve(off, len, uc);
+    return spawn_and_serve(target_node, off, len, slot, uc);
+}
+
+/* migrate_new_thread: --place: a thread just created here (shim_child_start, on its
+ * altstack, SUD armed) starts on another node instead: its clone-time context (the child's
+ * registers, x87/SSE, FS base, mask) goes into a record and a shadow of its own resumes it
+ * there; this thread becomes its executor. Returns only if that failed: the thread then
+ * runs here. */
+void migrate_new_thread(const greg_t *gregs, const void *fx, int node)
+{
+    struct rec_ctx c;
+    uint64_t off = 0, len = 0;
+    shim_zero(&c, sizeof c);
+    c.magic = REC_CTX_MAGIC;
+    shim_copy(c.gregs, gregs, sizeof c.gregs);
+    sys2(SYS_arch_prctl, 0x1003 /* ARCH_GET_FS */, &c.fs_base);
+    sys4(SYS_rt_sigprocmask, SIG_BLOCK, 0, &c.sigmask, KSIGSET_SIZE);
+    if (fx) {
+        c.fp_size = 512;
+        shim_copy(c.fp, fx, 512);
+    }
+    c.brk_lo = shim_brk.lo;
+    c.brk_hi = shim_brk.hi;
+    c.brk_cur = shim_brk.cur;
+    shim_self.home_tid = sys0(SYS_gettid);
+    if (record_for(&c, &off, &len) == 0)
+        spawn_and_serve(node, off, len, shim_self.slot, 0);
+    shim_say("offload-shim: --place: could not start a thread on its node; it runs at home\n");
 }
 
 /* node_index: OFFLOAD_ON is a node index or a node name (OFFLOAD_IOC_PEERS). */
@@ -309,13 +300,63 @@ static long node_index(const char *on)
     return -1;
 }
 
-/* migrate_main_thread: the constructor's step 4. Returns in the shadow (rax = 0) or, if
- * the move failed, at home with a message: the program then simply runs at home. */
+/* ---- --place K=NODE (OFFLOAD_PLACE=K=INDEX,...) ---- */
+
+#define PLACE_MAX 64
+static struct { uint32_t k; int node; } places[PLACE_MAX];
+static int n_places;
+static uint32_t threads_created; /* threads this process created, counted here at home */
+
+/* parse_place: K=NODE[,K=NODE...] (NODE an index or a name); malformed entries are
+ * skipped with a message. */
+static void parse_place(const char *p)
+{
+    char name[OFFLOAD_NAME_LEN + 1];
+    while (*p && n_places < PLACE_MAX) {
+        uint32_t k = 0;
+        int i = 0;
+        long node;
+        while (*p >= '0' && *p <= '9')
+            k = k * 10 + (uint32_t)(*p++ - '0');
+        if (*p == '=')
+            p++;
+        while (*p && *p != ',' && i < OFFLOAD_NAME_LEN)
+            name[i++] = *p++;
+        name[i] = 0;
+        while (*p && *p != ',')
+            p++;
+        if (*p == ',')
+            p++;
+        node = k && name[0] ? node_index(name) : -1;
+        if (node < 0 || node == (long)shim_win.node)
+            shim_say("offload-shim: OFFLOAD_PLACE: entry ignored (bad, or this node)\n");
+        else
+            places[n_places++] = (typeof(places[0])){.k = k, .node = (int)node};
+    }
+}
+
+/* place_of_next_thread: one more thread created; the node it is to start on, or -1. */
+int place_of_next_thread(void)
+{
+    uint32_t k = __atomic_add_fetch(&threads_created, 1, __ATOMIC_RELAXED);
+    for (int i = 0; i < n_places; i++)
+        if (places[i].k == k)
+            return places[i].node;
+    return -1;
+}
+
+/* migrate_main_thread: the constructor's step 4 (and OFFLOAD_PLACE is read here). Returns
+ * in the shadow (rax = 0) or, if the move failed, at home with a message: the program then
+ * simply runs at home. */
 void migrate_main_thread(char **envp)
 {
-    const char *on = shim_getenv(envp, "OFFLOAD_ON");
+    const char *on = shim_getenv(envp, "OFFLOAD_ON"), *place = shim_getenv(envp, "OFFLOAD_PLACE");
     long r;
-    if (!on || !on[0] || !shim_marked)
+    if (!shim_marked)
+        return;
+    if (place && !shim_win.fake)
+        parse_place(place);
+    if (!on || !on[0])
         return;
     target_node = node_index(on);
     if (target_node < 0) {

@@ -246,6 +246,7 @@ long fork_prepare(struct fork_job *f, long *flags, long ctid)
 {
     f->flags = *flags;
     f->ctid = ctid;
+    f->slot = 0;
     *flags &= ~(long)(CLONE_CHILD_SETTID | CLONE_CHILD_CLEARTID);
     layout_lock(&f->saved);
     if (sys2(SYS_pipe2, f->pipe, O_CLOEXEC_) < 0) {

@@ -13,9 +13,13 @@
  *  4. issues OFFLOAD_SYS_RESUME: its SIGSYS ucontext is overwritten with the home's
  *     (registers, FPU/xsave state, mask) and the handler returns into the home's thread,
  *     right after its migrate trap, with rax = 0.
- * Offloaded routing (offloaded_call): HOME calls go to the executor (OFFLOAD_IOC_SYSCALL),
- * LOCAL ones run here, LAYOUT ones run at home and are replayed here from the table
- * entries the executor sends back. With a fake window (the native migration test) there is
+ * Offloaded routing (offloaded_call): HOME calls go to the thread's executor
+ * (OFFLOAD_IOC_SYSCALL to shim_self.home_tid: per thread, in its TLS), LOCAL ones run
+ * here, LAYOUT ones run at home and are replayed here from the table entries the executor
+ * sends back; clone of a thread makes its executor at home first (OFFLOAD_SYS_NEWEXEC,
+ * clone.c), fork makes the child at home (OFFLOAD_SYS_FORK, shadow_fork_home); exit ends
+ * the executor, which clears the thread's CLEARTID word at home. Messages of a shadow go to
+ * /dev/kmsg as well (its stderr is /dev/null). With a fake window (the native migration test) there is
  * no home to forward to: the process is marked and runs everything itself.
  */
 #include "shim.h"
@@ -28,7 +32,7 @@
 int shim_offloaded;
 int shim_resumed;          /* this process resumed a home's thread (stats line) */
 uint64_t shim_job_lo, shim_job_hi; /* the private job region (not "left outside the window") */
-static uint32_t home_node, home_tid;
+static uint32_t home_node, home_tid; /* home_tid: the main (first) thread's executor */
 
 #define JOB_SIZE (4UL << 20)
 #define JOB_MAPS_MAX 8192
@@ -43,9 +47,10 @@ struct shadow_job {
 static int is_err(long r) { return r < 0 && r > -4096; }
 static uint64_t pgup(uint64_t x) { return (x + PAGE - 1) & ~(uint64_t)(PAGE - 1); }
 
+/* die: stderr is /dev/null in a shadow (offload shadow redirects it): the kernel log too. */
 static void die(const char *msg)
 {
-    shim_say(msg);
+    shim_say_kmsg(msg);
     sys1(SYS_exit_group, 127);
 }
 
@@ -74,9 +79,8 @@ static int files_match(const char *rec, uint64_t len, const struct rec_view *v)
                  here[k].off == m->off && here[k].prot == m->prot &&
                  path_is(here[k].path, rec_map_path(rec, len, m));
         if (!ok) {
-            shim_say("offload-shim: shadow: file mapping differs from the home's: ");
-            shim_say(rec_map_path(rec, len, m));
-            shim_say("\n");
+            shim_say_kmsg("offload-shim: shadow: file mapping differs from the home's:");
+            shim_say_kmsg(rec_map_path(rec, len, m));
             return 0;
         }
     }
@@ -140,6 +144,7 @@ static void shadow_finish(void *arg)
     int slot;
     map_regions(j);
     sys2(SYS_arch_prctl, 0x1002 /* ARCH_SET_FS */, j->ctx.fs_base);
+    shim_self.home_tid = home_tid; /* the thread's TLS is the home's from here on */
     sigs_init();
     slot = altstack_alloc(&alt);
     if (!alt || altstack_install(alt) < 0)
@@ -148,30 +153,28 @@ static void shadow_finish(void *arg)
     altstack_set_owner(slot, (int)sys0(SYS_getpid), (int)sys0(SYS_gettid));
     if (shim_arm_thread() < 0)
         die("offload-shim: shadow: cannot arm syscall user dispatch\n");
-    shim_trap(OFFLOAD_SYS_RESUME, (long)j);
+    shim_trap(OFFLOAD_SYS_RESUME, (long)&j->ctx);
     die("offload-shim: shadow: resume failed\n");
 }
 
-/* shadow_resume: in the handler of the RESUME trap: the frame becomes the home's. */
+/* shadow_resume: in the handler of the RESUME trap: the frame becomes the context a[0]
+ * (a struct rec_ctx: a shadow's job, or the thread context a fork child at home resumes). */
 void shadow_resume(ucontext_t *uc, const long *a)
 {
-    const struct shadow_job *j = (const struct shadow_job *)a[0];
+    const struct rec_ctx *c = (const struct rec_ctx *)a[0];
     uint8_t *fp = (uint8_t *)uc->uc_mcontext.fpregs;
-    uint32_t magic = 0, ext = 512;
-    uint64_t mask = j->ctx.sigmask & ~SIGBIT(SIGSYS);
-    shim_copy(uc->uc_mcontext.gregs, j->ctx.gregs, sizeof j->ctx.gregs);
+    uint32_t ext = frame_fp_size(uc);
+    uint64_t mask = c->sigmask & ~SIGBIT(SIGSYS);
+    shim_copy(uc->uc_mcontext.gregs, c->gregs, sizeof c->gregs);
     shim_copy(&uc->uc_sigmask, &mask, 8);
     if (!fp)
         return;
-    shim_copy(&magic, fp + 464, 4);
-    if (magic == 0x46505853U)
-        shim_copy(&ext, fp + 468, 4);
-    if (j->ctx.fp_size == ext) { /* same CPU features: the whole xsave image */
-        shim_copy(fp, j->ctx.fp, ext);
+    if (c->fp_size == ext) { /* same CPU features: the whole image */
+        shim_copy(fp, c->fp, ext);
         return;
     }
-    shim_copy(fp, j->ctx.fp, 464); /* the legacy fxsave part, then x87+SSE in use */
-    if (magic == 0x46505853U)
+    shim_copy(fp, c->fp, 464); /* the legacy fxsave part, then x87+SSE in use */
+    if (ext > 512)
         fp[512] |= 3;
 }
 
@@ -234,23 +237,76 @@ int shadow_start(char **envp)
  * is at home, so the message goes to the kernel log. */
 static void home_lost(long err)
 {
-    long fd = sys4(SYS_openat, AT_FDCWD, "/dev/kmsg", O_WRONLY | O_CLOEXEC, 0);
-    const char *msg = "offload-shim: shadow: home unreachable, killing the shadow\n";
     (void)err;
-    if (fd >= 0)
-        sys3(SYS_write, fd, msg, shim_strlen(msg));
+    shim_say_kmsg("offload-shim: shadow: home unreachable, killing the shadow\n");
     sys2(SYS_kill, sys0(SYS_getpid), SIGKILL);
 }
 
+/* forward_raw: nr(a) run by executor tid at home; the ioctl's error in *err. */
+static long forward_raw(long tid, long nr, const long *a, long *err)
+{
+    struct offload_syscall s = {.node = home_node, .tid = (uint32_t)tid, .nr = (uint64_t)nr};
+    shim_copy(s.args, a, sizeof s.args);
+    *err = sys3(SYS_ioctl, shim_win.fd, OFFLOAD_IOC_SYSCALL, &s);
+    return s.ret;
+}
+
+/* forward_to: the same; no answer means the home is lost. */
+static long forward_to(long tid, long nr, const long *a)
+{
+    long err, r = forward_raw(tid, nr, a, &err);
+    if (err < 0)
+        home_lost(err);
+    return r;
+}
+
+/* forward: by this thread's executor. */
 static long forward(long nr, const long *a)
 {
-    struct offload_syscall s = {.node = home_node, .tid = home_tid, .nr = (uint64_t)nr};
-    long r;
-    shim_copy(s.args, a, sizeof s.args);
-    r = sys3(SYS_ioctl, shim_win.fd, OFFLOAD_IOC_SYSCALL, &s);
-    if (r < 0)
-        home_lost(r);
-    return s.ret;
+    return forward_to(shim_self.home_tid, nr, a);
+}
+
+/* shadow_newexec: a new thread's executor at home (its TLS is tls): its tid or -errno. */
+long shadow_newexec(long tls)
+{
+    long a[6] = {tls, 0, 0, 0, 0, 0};
+    return forward(OFFLOAD_SYS_NEWEXEC, a);
+}
+
+/* shadow_end_exec: the thread that executor tid was made for never started: end it. */
+long shadow_end_exec(long tid)
+{
+    long a[6] = {0, 0, 0, 0, 0, 0};
+    return forward_to(tid, SYS_exit, a);
+}
+
+/* shadow_fork_home: fork, vfork, or a clone that is not a thread, by a thread running
+ * here: the child is made at home (the process's children, fds, pids are there). The
+ * thread's context goes below its stack's red zone (window memory: the executor and the
+ * child read it there); flags keep the exit signal and the tid words; sp: the child's
+ * stack if it gets one (posix_spawn's). Returns the child's pid, or -errno. */
+long shadow_fork_home(const ucontext_t *uc, long flags, long ptid, long ctid, long sp)
+{
+    uint64_t at = ((uint64_t)uc->uc_mcontext.gregs[REG_RSP] - 128 - sizeof(struct rec_ctx)) &
+                  ~(uint64_t)63;
+    struct rec_ctx *c = (struct rec_ctx *)at;
+    long a[6] = {(long)at, flags, ptid, ctid, 0, 0};
+    if (!layout_is_window(at) || !layout_is_window(at + sizeof *c - 1))
+        return -12; /* ENOMEM: no window stack below the thread's (documented) */
+    migrate_capture(c, uc);
+    if (sp)
+        c->gregs[REG_RSP] = (uint64_t)sp;
+    return forward(OFFLOAD_SYS_FORK, a);
+}
+
+/* shadow_thread_exit: the executor ends too, and clears and wakes the thread's
+ * CLONE_CHILD_CLEARTID word at home, where its joiners wait. Nothing of the thread's
+ * memory (TLS, stack) is touched once the exit is forwarded: the joiner may free it. */
+long shadow_thread_exit(const long *a)
+{
+    int slot = shim_self.slot;
+    forward(SYS_exit, a);
+    return thread_exit_as(a[0], slot, 0);
 }
 
 /* replay: make [lo, hi) here what the executor says it is at home. */
@@ -313,16 +369,18 @@ long offloaded_call(long nr, const long *a, ucontext_t *uc, int *handled)
     *handled = 1;
     switch (nr) {
     case SYS_exit:
-        forward(nr, a);
-        return thread_exit_trap(a);
-    case SYS_exit_group:
-        forward(nr, a); /* the home exits; our file's release ends us too */
+        return shadow_thread_exit(a);
+    case SYS_exit_group: {
+        long err; /* the home exits (no answer comes: its executor is gone); we too */
+        forward_raw(shim_self.home_tid, nr, a, &err);
         return sys1(SYS_exit_group, a[0]);
+    }
     case SYS_clone:
     case SYS_clone3:
     case SYS_fork:
     case SYS_vfork:
-        return -38; /* ENOSYS: not yet (docs/syscall-routing.md) */
+        *handled = 0; /* clone.c: the executor at home first, or the fork at home */
+        return 0;
     case SYS_rt_sigprocmask:
         /* The mask lives in two places: here (signals raised on this node) and in the
          * executor at home, where signals sent to the process arrive: set both. */

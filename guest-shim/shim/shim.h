@@ -60,6 +60,8 @@ struct shim_thread {
     int prog_ss_set; /* the program called sigaltstack: prog_ss is its (virtual) wish */
     stack_t prog_ss;
     long clear_tid;  /* marked mode: CLONE_CHILD_CLEARTID done by the shim at exit */
+    long home_tid;   /* offloaded: the tid of this thread's executor at home (the tid the
+                      * program sees); the TLS is window memory, shared with the executor */
 };
 extern __thread struct shim_thread shim_self HIDDEN __attribute__((tls_model("initial-exec")));
 
@@ -94,6 +96,10 @@ void shim_on_sigsys(int sig, siginfo_t *si, void *ctx) HIDDEN;
 /* ---- clone.c ---- */
 long clone_trap(long nr, const long *a, ucontext_t *uc) HIDDEN;
 long thread_exit_trap(const long *a) HIDDEN;
+long thread_exit_as(long code, int slot, long clear) HIDDEN; /* never returns */
+long clone_fork_for(long flags, long ptid, long ctid, int slot) HIDDEN; /* executor's fork */
+/* gate.S: a raw clone(flags, stack, tls) whose child calls fn(arg) on that stack */
+long shim_thread_start(long flags, void *stack, long tls, void (*fn)(void *), void *arg) HIDDEN;
 
 /* ---- util (init.c) ---- */
 void shim_copy(void *dst, const void *src, size_t n) HIDDEN;
@@ -182,6 +188,7 @@ struct fork_job {
     long flags, ctid;
     int pipe[2];
     uint64_t saved;
+    int slot; /* the forking thread's altstack slot (0: shim_self.slot) */
 };
 long move_into_window(uint64_t brk_res) HIDDEN;
 void shim_rw_range(uint64_t *lo, uint64_t *hi) HIDDEN; /* the shim's own data+bss */
@@ -194,6 +201,8 @@ void shim_on_stack(void *top, void (*fn)(void *), void *arg) HIDDEN; /* onstack.
 #define OFFLOAD_SYS_MIGRATE 0x4f4c0001L /* trapped: capture this context, move the thread */
 #define OFFLOAD_SYS_RESUME 0x4f4c0002L  /* trapped in the shadow: restore the context */
 #define OFFLOAD_SYS_LAYOUT 0x4f4c0003L  /* forwarded to the executor: a LAYOUT call + reply */
+#define OFFLOAD_SYS_NEWEXEC 0x4f4c0004L /* forwarded: a new executor thread (arg: its TLS) */
+#define OFFLOAD_SYS_FORK 0x4f4c0005L    /* forwarded: fork at home, the child resumes ctx */
 long shim_trap(long nr, long arg) HIDDEN; /* onstack.S */
 long shim_dispatch(long nr, const long *a, ucontext_t *uc) HIDDEN; /* handler.c */
 extern char **shim_argv HIDDEN;
@@ -201,7 +210,19 @@ void win_fake_reserve(uint64_t off, uint64_t pages) HIDDEN;
 long migrate_trap(const long *a, ucontext_t *uc) HIDDEN;   /* home: never returns on success */
 void migrate_main_thread(char **envp) HIDDEN;              /* constructor, OFFLOAD_ON */
 int shadow_start(char **envp) HIDDEN;                      /* constructor, OFFLOAD_SHADOW */
-void shadow_resume(ucontext_t *uc, const long *a) HIDDEN;   /* the RESUME trap */
+void shadow_resume(ucontext_t *uc, const long *a) HIDDEN;   /* the RESUME trap (a[0]: ctx) */
+struct rec_ctx;
+void migrate_capture(struct rec_ctx *c, const ucontext_t *uc) HIDDEN;
+uint32_t frame_fp_size(const ucontext_t *uc) HIDDEN; /* FPU bytes in a signal frame */
+void migrate_new_thread(const greg_t *gregs, const void *fx, int node) HIDDEN; /* --place */
+long executor_open(int nonblock) HIDDEN;                  /* executor.c */
+void executor_serve(int fd, int slot, ucontext_t *uc) HIDDEN; /* never returns */
+int place_of_next_thread(void) HIDDEN; /* home: node of the next thread created, or -1 */
+long shadow_newexec(long tls) HIDDEN;  /* offloaded clone: the new thread's executor */
+long shadow_end_exec(long tid) HIDDEN; /* ... ended again when the local clone failed */
+long shadow_fork_home(const ucontext_t *uc, long flags, long ptid, long ctid, long sp) HIDDEN;
+long shadow_thread_exit(const long *a) HIDDEN;
+void shim_say_kmsg(const char *msg) HIDDEN; /* stderr and /dev/kmsg (a shadow's stderr is null) */
 extern int shim_offloaded HIDDEN; /* this thread runs away from home: forward */
 extern int shim_resumed HIDDEN;
 extern uint64_t shim_job_lo HIDDEN, shim_job_hi HIDDEN;
@@ -216,6 +237,7 @@ struct layout_req {
     uint32_t n, more; /* entries; more: the range had more than LAYOUT_REPLY_MAX */
     struct wmap e[LAYOUT_REPLY_MAX];
 };
+long exec_layout(struct layout_req *q, ucontext_t *uc) HIDDEN; /* migrate.c, executor side */
 
 /* stats.c: counters of marked mode */
 struct shim_mstats {
