@@ -11,7 +11,7 @@
 
 use std::fmt;
 use std::fs::{self, File};
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
@@ -356,7 +356,7 @@ impl Harness {
             }
         });
         let timeout = opts.timeout.unwrap_or(Duration::from_secs(1200));
-        let (log, status) = collect_console(&rx, start + timeout);
+        let (log, status) = collect_console(&rx, start + timeout, &log_path);
         if status.is_none() {
             let _ = child.kill();
         }
@@ -526,9 +526,15 @@ fn file_name(p: &Path) -> Result<String> {
         .into_owned())
 }
 
-/// Reads console lines until the status marker or the deadline.
-fn collect_console(rx: &mpsc::Receiver<String>, deadline: Instant) -> (Vec<String>, Option<i32>) {
+/// Collects the console's lines until the status marker or the deadline; each line is also
+/// appended to `live` as it arrives, so a long run can be watched (`tail -f`).
+fn collect_console(
+    rx: &mpsc::Receiver<String>,
+    deadline: Instant,
+    live: &Path,
+) -> (Vec<String>, Option<i32>) {
     let mut log = Vec::new();
+    let mut live = File::create(live).ok();
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
@@ -537,6 +543,9 @@ fn collect_console(rx: &mpsc::Receiver<String>, deadline: Instant) -> (Vec<Strin
         }
         match rx.recv_timeout(left) {
             Ok(line) => {
+                if let Some(f) = live.as_mut() {
+                    let _ = writeln!(f, "{line}");
+                }
                 let status = parse_marker(&line, TESTHOST_STATUS);
                 let no_script = line.contains(NO_SCRIPT);
                 log.push(line);
