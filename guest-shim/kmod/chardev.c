@@ -168,6 +168,8 @@ static long offload_ioctl(struct file *file, unsigned int cmd, unsigned long arg
 		return offload_ioc_shadow_attach(of, uarg);
 	case OFFLOAD_IOC_PS:
 		return offload_ioc_ps(od, uarg);
+	case OFFLOAD_IOC_THREADS:
+		return offload_ioc_threads(od, uarg);
 	default:
 		return -ENOTTY;
 	}

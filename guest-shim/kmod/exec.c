@@ -8,6 +8,7 @@
  * thread (the call then belongs to the file); OFFLOAD_IOC_EXEC_DONE sends its result back.
  * When the file is released, every call queued for its executors or handed out and not
  * answered gets SYSCALL_RET -ESRCH: the caller never waits for an executor that is gone.
+ * OFFLOAD_IOC_THREADS lists the executors (tid, process, the node its calls come from).
  *
  * Locking: od->exec_lock (a spinlock, process context only) guards the executor table, the
  * queues and every file's execs/handed lists. An executor record lives until its file is
@@ -134,6 +135,8 @@ static int offload_call_queue(struct offload_dev *od, struct offload_call *call)
 	} else {
 		list_add_tail(&call->link, &e->queue);
 		e->queued++;
+		e->node = call->rec.src_node;
+		e->calls++;
 		wake_up(&e->wq);
 	}
 	spin_unlock(&od->exec_lock);
@@ -207,6 +210,7 @@ static struct offload_exec *offload_exec_claim(struct offload_file *of, u32 tid,
 	*fresh = NULL;
 	e->of = of;
 	e->tid = tid;
+	e->node = OFFLOAD_NODE_UNKNOWN;
 	e->pid = get_pid(pid);
 	INIT_LIST_HEAD(&e->queue);
 	init_waitqueue_head(&e->wq);
@@ -401,4 +405,42 @@ void offload_exec_shutdown(struct offload_dev *od)
 	hash_for_each(od->execs, bkt, e, hnode)
 		wake_up_all(&e->wq);
 	spin_unlock(&od->exec_lock);
+}
+
+/* offload_thread_fill: @e as a THREADS entry (exec_lock held). */
+static void offload_thread_fill(struct offload_thread_entry *t, struct offload_exec *e)
+{
+	struct task_struct *task;
+
+	t->tid = e->tid;
+	t->node = e->node;
+	t->calls = e->calls;
+	rcu_read_lock();
+	task = pid_task(e->pid, PIDTYPE_PID);
+	t->pid = task ? task_tgid_nr(task) : 0;
+	rcu_read_unlock();
+}
+
+/* offload_ioc_threads: OFFLOAD_IOC_THREADS: every executor of this VM. */
+long offload_ioc_threads(struct offload_dev *od, void __user *uarg)
+{
+	struct offload_threads *ts;
+	struct offload_exec *e;
+	unsigned int bkt;
+	long err = 0;
+
+	ts = kzalloc(sizeof(*ts), GFP_KERNEL);
+	if (!ts)
+		return -ENOMEM;
+	spin_lock(&od->exec_lock);
+	hash_for_each(od->execs, bkt, e, hnode) {
+		if (ts->count < OFFLOAD_THREADS_MAX)
+			offload_thread_fill(&ts->threads[ts->count++], e);
+		ts->total++;
+	}
+	spin_unlock(&od->exec_lock);
+	if (copy_to_user(uarg, ts, sizeof(*ts)))
+		err = -EFAULT;
+	kfree(ts);
+	return err;
 }

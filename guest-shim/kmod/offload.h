@@ -404,6 +404,8 @@ struct offload_exec {
 	struct list_head queue;		/* struct offload_call, in arrival order */
 	unsigned int queued;
 	wait_queue_head_t wq;		/* the thread, in EXEC_WAIT */
+	u32 node;			/* where its last call came from (THREADS) */
+	u64 calls;			/* calls queued for it (THREADS) */
 };
 
 /* A forwarded call at home: queued for its executor, or handed out (of->handed). */
@@ -477,6 +479,7 @@ void offload_exec_file_init(struct offload_file *of);
 void offload_evt_syscall_in(struct offload_dev *od, const struct offload_wire_event *ev,
 			    u32 plen);
 long offload_ioc_exec_wait(struct offload_file *of, struct file *file, void __user *uarg);
+long offload_ioc_threads(struct offload_dev *od, void __user *uarg);
 long offload_ioc_exec_done(struct offload_file *of, void __user *uarg);
 void offload_exec_release(struct offload_file *of);
 void offload_exec_shutdown(struct offload_dev *od);

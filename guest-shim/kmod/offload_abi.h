@@ -189,6 +189,34 @@ struct offload_ps {
 	struct offload_ps_entry procs[OFFLOAD_PS_MAX];
 };
 
+/* Entries of struct offload_threads. */
+#define OFFLOAD_THREADS_MAX 128
+
+/*
+ * One executor of this VM: the home side of a thread that runs on another node. Its tid is
+ * the tid the program sees; node is where the calls it served came from (the thread's node).
+ * 24 bytes.
+ */
+struct offload_thread_entry {
+	__u32 tid;		/* the executor's (and the program's) tid */
+	__u32 pid;		/* its process (0: the thread is gone) */
+	__u32 node;		/* the node its calls come from; OFFLOAD_NODE_UNKNOWN before one */
+	__u32 reserved;
+	__u64 calls;		/* calls queued for it */
+};
+
+#define OFFLOAD_NODE_UNKNOWN 0xffffffffu
+
+/*
+ * OFFLOAD_IOC_THREADS (out): this VM's executors, `count` valid entries of `total`.
+ * 3080 bytes.
+ */
+struct offload_threads {
+	__u32 count;
+	__u32 total;
+	struct offload_thread_entry threads[OFFLOAD_THREADS_MAX];
+};
+
 #define OFFLOAD_IOC_NODE_INFO _IOR(OFFLOAD_IOC_MAGIC, 0x40, struct offload_node_info)
 #define OFFLOAD_IOC_PEERS _IOR(OFFLOAD_IOC_MAGIC, 0x41, struct offload_peers)
 #define OFFLOAD_IOC_PING _IOWR(OFFLOAD_IOC_MAGIC, 0x42, struct offload_ping)
@@ -201,5 +229,6 @@ struct offload_ps {
 #define OFFLOAD_IOC_SPAWN _IOWR(OFFLOAD_IOC_MAGIC, 0x49, struct offload_spawn)
 #define OFFLOAD_IOC_SHADOW_ATTACH _IOW(OFFLOAD_IOC_MAGIC, 0x4a, struct offload_shadow_attach)
 #define OFFLOAD_IOC_PS _IOR(OFFLOAD_IOC_MAGIC, 0x4b, struct offload_ps)
+#define OFFLOAD_IOC_THREADS _IOR(OFFLOAD_IOC_MAGIC, 0x4c, struct offload_threads)
 
 #endif /* OFFLOAD_ABI_H */

@@ -220,6 +220,53 @@ impl Ps {
     }
 }
 
+/// Entries of [`Threads::threads`].
+pub const THREADS_MAX: usize = 128;
+/// `OFFLOAD_NODE_UNKNOWN`: an executor that has not served a call yet.
+pub const NODE_UNKNOWN: u32 = u32::MAX;
+
+/// `struct offload_thread_entry`: one executor of this VM, the home side of a thread that runs
+/// on another node.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ThreadEntry {
+    /// The executor's tid, which is the tid the program sees.
+    pub tid: u32,
+    /// Its process (0: the thread is gone).
+    pub pid: u32,
+    /// The node its calls come from ([`NODE_UNKNOWN`] before the first).
+    pub node: u32,
+    pub reserved: u32,
+    /// Calls queued for it.
+    pub calls: u64,
+}
+
+/// `struct offload_threads`: the first `count` entries are valid; `total` executors exist.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Threads {
+    pub count: u32,
+    pub total: u32,
+    pub threads: [ThreadEntry; THREADS_MAX],
+}
+
+impl Default for Threads {
+    fn default() -> Self {
+        Self {
+            count: 0,
+            total: 0,
+            threads: [ThreadEntry::default(); THREADS_MAX],
+        }
+    }
+}
+
+impl Threads {
+    /// The valid entries (`count` bounded by the array).
+    pub fn valid(&self) -> &[ThreadEntry] {
+        &self.threads[..(self.count as usize).min(THREADS_MAX)]
+    }
+}
+
 impl Peers {
     /// The valid entries (`count` bounded by the array, should the driver misbehave).
     pub fn valid(&self) -> &[Peer] {
@@ -260,6 +307,8 @@ pub const IOC_SPAWN: u32 = ioc(IOC_READ | IOC_WRITE, 0x49, size_of::<Spawn>());
 pub const IOC_SHADOW_ATTACH: u32 = ioc(IOC_WRITE, 0x4a, size_of::<ShadowAttach>());
 /// `OFFLOAD_IOC_PS`: `_IOR('O', 0x4b, struct offload_ps)`.
 pub const IOC_PS: u32 = ioc(IOC_READ, 0x4b, size_of::<Ps>());
+/// `OFFLOAD_IOC_THREADS`: `_IOR('O', 0x4c, struct offload_threads)`.
+pub const IOC_THREADS: u32 = ioc(IOC_READ, 0x4c, size_of::<Threads>());
 
 /// A name field as text: up to the first NUL, invalid UTF-8 replaced.
 pub fn name_str(name: &[u8; NAME_LEN]) -> String {
@@ -317,6 +366,10 @@ mod tests {
         assert_eq!(offset_of!(PsEntry, faults), 48);
         assert_eq!(size_of::<Ps>(), 2056);
         assert_eq!(offset_of!(Ps, procs), 8);
+        assert_eq!(size_of::<ThreadEntry>(), 24);
+        assert_eq!(offset_of!(ThreadEntry, node), 8);
+        assert_eq!(offset_of!(ThreadEntry, calls), 16);
+        assert_eq!(size_of::<Threads>(), 3080);
     }
 
     #[test]
@@ -333,6 +386,7 @@ mod tests {
         assert_eq!(IOC_SPAWN, 0xc018_4f49);
         assert_eq!(IOC_SHADOW_ATTACH, 0x4010_4f4a);
         assert_eq!(IOC_PS, 0x8808_4f4b);
+        assert_eq!(IOC_THREADS, 0x8c08_4f4c);
     }
 
     #[test]
@@ -342,6 +396,11 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(p.valid().len(), PS_MAX);
+        let t = Threads {
+            count: 999,
+            ..Default::default()
+        };
+        assert_eq!(t.valid().len(), THREADS_MAX);
     }
 
     #[test]
@@ -372,7 +431,7 @@ mod tests {
         let ours = format!(
             "{} {} {} {} {:#x} {:#x} {:#x} {} {} {} {} {:#x} {:#x} {:#x} \
              {} {} {} {} {} {:#x} {:#x} {:#x} \
-             {} {} {} {} {} {} {:#x} {:#x} {:#x}",
+             {} {} {} {} {} {} {:#x} {:#x} {:#x} {} {} {} {:#x}",
             size_of::<NodeInfo>(),
             size_of::<Peer>(),
             size_of::<Peers>(),
@@ -403,7 +462,11 @@ mod tests {
             offset_of!(Ps, procs),
             IOC_SPAWN,
             IOC_SHADOW_ATTACH,
-            IOC_PS
+            IOC_PS,
+            size_of::<ThreadEntry>(),
+            offset_of!(ThreadEntry, calls),
+            size_of::<Threads>(),
+            IOC_THREADS
         );
         assert_eq!(out.trim(), ours);
     }
@@ -431,11 +494,14 @@ mod tests {
              offsetof(struct offload_exec_call, args), sizeof(struct offload_exec_done),\n\
              (unsigned)OFFLOAD_IOC_SYSCALL, (unsigned)OFFLOAD_IOC_EXEC_WAIT,\n\
              (unsigned)OFFLOAD_IOC_EXEC_DONE);\n\
-             printf(\"%zu %zu %zu %zu %zu %zu %#x %#x %#x\\n\", sizeof(struct offload_spawn),\n\
+             printf(\"%zu %zu %zu %zu %zu %zu %#x %#x %#x \", sizeof(struct offload_spawn),\n\
              sizeof(struct offload_shadow_attach), sizeof(struct offload_ps_entry),\n\
              offsetof(struct offload_ps_entry, faults), sizeof(struct offload_ps),\n\
              offsetof(struct offload_ps, procs), (unsigned)OFFLOAD_IOC_SPAWN,\n\
-             (unsigned)OFFLOAD_IOC_SHADOW_ATTACH, (unsigned)OFFLOAD_IOC_PS);\nreturn 0;\n}\n",
+             (unsigned)OFFLOAD_IOC_SHADOW_ATTACH, (unsigned)OFFLOAD_IOC_PS);\n\
+             printf(\"%zu %zu %zu %#x\\n\", sizeof(struct offload_thread_entry),\n\
+             offsetof(struct offload_thread_entry, calls), sizeof(struct offload_threads),\n\
+             (unsigned)OFFLOAD_IOC_THREADS);\nreturn 0;\n}\n",
         )
         .ok()?;
         let exe = dir.join("abi");

@@ -11,7 +11,7 @@ use std::path::Path;
 
 use crate::abi::{
     self, Alloc, ExecCall, ExecDone, Free, NodeInfo, Peers, Ping, Ps, ShadowAttach, Spawn, Syscall,
-    WindowInfo, SYSCALL_ARGS,
+    Threads, WindowInfo, SYSCALL_ARGS,
 };
 
 /// Where the driver's misc device appears (devtmpfs) while an offload device is bound.
@@ -106,6 +106,8 @@ pub trait Shadows {
     ) -> Result<(), DeviceError>;
     /// `OFFLOAD_IOC_PS`: the marked processes of this node.
     fn ps(&self) -> Result<Ps, DeviceError>;
+    /// `OFFLOAD_IOC_THREADS`: the executors of this node (threads running on other nodes).
+    fn threads(&self) -> Result<Threads, DeviceError>;
 }
 
 /// An open `/dev/offload`.
@@ -214,6 +216,12 @@ impl Shadows for Device {
         let mut ps = Ps::default();
         self.ioctl("PS", abi::IOC_PS, &mut ps)?;
         Ok(ps)
+    }
+
+    fn threads(&self) -> Result<Threads, DeviceError> {
+        let mut t = Threads::default();
+        self.ioctl("THREADS", abi::IOC_THREADS, &mut t)?;
+        Ok(t)
     }
 }
 

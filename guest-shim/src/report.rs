@@ -248,6 +248,22 @@ pub fn ps_line(e: &crate::abi::PsEntry, name: &dyn Fn(u32) -> String) -> String 
     )
 }
 
+/// `  thread TID node=NODE[ calls=N]` under a home's `offload ps` line: where one thread of
+/// the process runs (`node=?` for an executor that has served no call yet); `calls` (the
+/// calls it forwarded home) only for a thread on another node.
+pub fn thread_line(
+    tid: u32,
+    node: Option<u32>,
+    calls: Option<u64>,
+    name: &dyn Fn(u32) -> String,
+) -> String {
+    let node = node.map_or("?".to_string(), |n| word(&name(n)));
+    match calls {
+        Some(c) => format!("  thread {tid} node={node} calls={c}"),
+        None => format!("  thread {tid} node={node}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -18,7 +18,7 @@ use std::ffi::CString;
 use std::io::{self, Write};
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 
-use crate::abi::PsEntry;
+use crate::abi::{PsEntry, NODE_UNKNOWN, ROLE_HOME};
 use crate::cli::PAGE;
 use crate::device::{Device, DeviceError, Offload, Shadows, WindowDevice};
 use crate::mem::Mapping;
@@ -158,9 +158,10 @@ pub fn spawn<D: Offload + WindowDevice + Shadows>(
 
 /// `offload ps`: one line per marked process ([`report::ps_line`], then its thread count
 /// and name from /proc: for a home, `threads` includes its executors, each standing for a
-/// thread on another node), then a note if the driver left some out.
+/// thread on another node); under a home's first line, one line per thread with its node
+/// ([`report::thread_line`]); then a note if the driver left some out.
 pub fn ps<D: Offload + Shadows>(dev: &D, out: &mut dyn Write) -> Result<(), RunError> {
-    ps_with(dev, out, &proc_info)
+    ps_with(dev, out, &proc_info, &proc_tasks)
 }
 
 /// ` threads=N comm=NAME` of a process from /proc (`?` for what cannot be read: it ended).
@@ -177,27 +178,66 @@ fn proc_info(pid: u32) -> String {
     format!(" threads={} comm={}", field("Threads:"), field("Name:"))
 }
 
+/// The tids of a process from /proc, in order (none when it ended).
+fn proc_tasks(pid: u32) -> Vec<u32> {
+    let mut tids: Vec<u32> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    tids.sort_unstable();
+    tids
+}
+
 fn ps_with<D: Offload + Shadows>(
     dev: &D,
     out: &mut dyn Write,
     info: &dyn Fn(u32) -> String,
+    tasks: &dyn Fn(u32) -> Vec<u32>,
 ) -> Result<(), RunError> {
     let nodes = list_nodes(dev)?;
-    let ps = dev.ps().map_err(|e| match e.errno() {
+    let ioctl = |e: DeviceError| match e.errno() {
         Some(errno) => RunError::Ioctl { errno },
         None => RunError::Device(e),
-    })?;
+    };
+    let ps = dev.ps().map_err(ioctl)?;
+    let execs = dev.threads().map_err(ioctl)?;
     let name = |i: u32| {
         nodes
             .iter()
             .find(|n| n.index == i)
             .map_or_else(|| i.to_string(), |n| n.name.clone())
     };
+    let here = nodes.iter().find(|n| n.state.is_none()).map(|n| n.index);
+    let mut listed = Vec::new();
     for e in ps.valid() {
         writeln!(out, "{}{}", report::ps_line(e, &name), info(e.pid))?;
+        if e.role != ROLE_HOME || listed.contains(&e.pid) {
+            continue;
+        }
+        listed.push(e.pid);
+        for tid in tasks(e.pid) {
+            let exec = execs
+                .valid()
+                .iter()
+                .find(|x| x.tid == tid && x.pid == e.pid);
+            let (node, calls) = match exec {
+                Some(x) => ((x.node != NODE_UNKNOWN).then_some(x.node), Some(x.calls)),
+                None => (here, None),
+            };
+            writeln!(out, "{}", report::thread_line(tid, node, calls, &name))?;
+        }
     }
     if ps.total > ps.count {
         writeln!(out, "({} more not shown)", ps.total - ps.count)?;
+    }
+    if execs.total > execs.count {
+        writeln!(
+            out,
+            "({} threads on other nodes not shown)",
+            execs.total - execs.count
+        )?;
     }
     Ok(())
 }
@@ -477,7 +517,9 @@ mod tests {
         );
     }
 
-    use crate::abi::{NodeInfo, Peer, Peers, Ps, WindowInfo, NAME_LEN, PEER_UP, ROLE_SHADOW};
+    use crate::abi::{
+        NodeInfo, Peer, Peers, Ps, ThreadEntry, Threads, WindowInfo, NAME_LEN, PEER_UP, ROLE_SHADOW,
+    };
     use std::os::fd::{AsFd, FromRawFd, OwnedFd};
     use std::sync::Mutex;
 
@@ -506,6 +548,7 @@ mod tests {
         spawns: Mutex<Vec<(u32, u64, u64)>>,
         spawn_errno: Option<i32>,
         ps: Ps,
+        threads: Threads,
     }
 
     impl Fake {
@@ -515,6 +558,7 @@ mod tests {
                 spawns: Mutex::default(),
                 spawn_errno,
                 ps: Ps::default(),
+                threads: Threads::default(),
             }
         }
     }
@@ -575,6 +619,9 @@ mod tests {
         fn ps(&self) -> Result<Ps, DeviceError> {
             Ok(self.ps)
         }
+        fn threads(&self) -> Result<Threads, DeviceError> {
+            Ok(self.threads)
+        }
     }
 
     fn spawn_args(on: &str) -> SpawnArgs {
@@ -634,7 +681,8 @@ mod tests {
             ..Default::default()
         };
         let mut out = Vec::new();
-        ps_with(&fake, &mut out, &|pid| format!(" threads=2 comm=p{pid}")).unwrap();
+        let info = |pid| format!(" threads=2 comm=p{pid}");
+        ps_with(&fake, &mut out, &info, &|_| vec![9, 10]).unwrap();
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "shadow pid=9 home=b:70 nodes=- executors=0 forwarded=4 served=0 faults=0 \
@@ -643,6 +691,53 @@ mod tests {
         let me = proc_info(std::process::id());
         assert!(me.starts_with(" threads=") && !me.contains('?'), "{me}");
         assert_eq!(proc_info(u32::MAX), " threads=? comm=?");
+        assert_eq!(proc_tasks(std::process::id())[0], std::process::id());
+        assert!(proc_tasks(u32::MAX).is_empty());
+    }
+
+    /// A home with two SPAWN files (`--place`): its threads are listed once, each with its
+    /// node: executors where their calls come from, the others here.
+    #[test]
+    fn ps_lists_each_thread_of_a_home_with_its_node() {
+        let mut fake = Fake::new(None);
+        fake.ps.count = 2;
+        fake.ps.total = 2;
+        let home = PsEntry {
+            pid: 40,
+            role: ROLE_HOME,
+            home_node: 0,
+            home_pid: 40,
+            nodes: 0b10,
+            executors: 1,
+            ..Default::default()
+        };
+        fake.ps.procs[0] = home;
+        fake.ps.procs[1] = home;
+        fake.threads.count = 3;
+        fake.threads.total = 3;
+        let exec = |tid, pid, node, calls| ThreadEntry {
+            tid,
+            pid,
+            node,
+            calls,
+            ..Default::default()
+        };
+        fake.threads.threads[0] = exec(42, 40, 1, 7);
+        fake.threads.threads[1] = exec(43, 40, NODE_UNKNOWN, 0);
+        fake.threads.threads[2] = exec(41, 77, 1, 3); // same tid space, another process
+        let mut out = Vec::new();
+        ps_with(&fake, &mut out, &|_| String::new(), &|_| {
+            vec![40, 41, 42, 43]
+        })
+        .unwrap();
+        let line = "home pid=40 home=a:40 nodes=b executors=1 forwarded=0 served=0 faults=0\n";
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            format!(
+                "{line}  thread 40 node=a\n  thread 41 node=a\n  thread 42 node=b calls=7\n  \
+                 thread 43 node=? calls=0\n{line}"
+            )
+        );
     }
 
     /// A memfd stands in for the window: the record is read back through a read-only map.

@@ -56,7 +56,8 @@ fn script_a() -> String {
          sed \"s/^/fe| /\" /tmp/fe.out\n\
          mkfifo /tmp/vin; sleep 1000 > /tmp/vin & S=$!\n\
          mkdir -p /tmp/victim-dir; offload run --on b -- ot-files /tmp/victim-dir < /tmp/vin > /dev/null 2>&1 & V=$!\n\
-         sleep 5; kill -TERM $V; wait $V; echo victim-status=$?; kill $S\n\
+         sleep 5; offload ps > /tmp/ps.out 2>&1; sed \"s/^/ps| /\" /tmp/ps.out\n\
+         kill -TERM $V; wait $V; echo victim-status=$?; kill $S\n\
          sleep 3; offload mem write {FLAG} 1"
     ))
 }
@@ -142,6 +143,27 @@ fn sigterm_ends_an_offloaded_process_and_its_shadow() {
     has("b-status=0");
 }
 
+/// Proves that `offload ps` at home lists the marked process, its node list and counters,
+/// and each of its threads with its node: the main thread of `offload run --on b` on b.
+#[test]
+fn offload_ps_lists_the_process_and_its_thread_on_b() {
+    let out = run();
+    let lines: Vec<&str> = out.lines().filter(|l| l.starts_with("a| ps| ")).collect();
+    let home = lines.iter().find(|l| l.starts_with("a| ps| home pid="));
+    let home = home.unwrap_or_else(|| panic!("no home line in:\n{out}"));
+    assert!(
+        home.contains(" nodes=b ") && home.ends_with(" comm=ot-files"),
+        "{home}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("a| ps|   thread ") && l.contains(" node=b calls=")),
+        "no thread on b in:\n{}",
+        lines.join("\n")
+    );
+}
+
 /// Proves the lost-peer rule for offloaded threads: stopping b's monitor mid-run kills the
 /// process whose thread was on b (SIGKILL, logged), and nothing else in a.
 #[test]
@@ -166,13 +188,13 @@ fn stopping_the_remote_monitor_kills_only_that_process() {
 T=--peer-timeout-ms=2000
 vmm launch --node b --peers $P --secret /tmp/key $T -- sh -c {gb} > /tmp/b.log 2>&1 &
 B=$!
-tail -f /tmp/b.log | prefix "b| " &
 {{ vmm launch --node a --peers $P --secret /tmp/key $T -- sh -c {ga}; echo "a-status=$?"; }} 2>&1 | tee /tmp/a.log | prefix "a| " &
 A=$!
 i=0; until grep -q 'b-has-shadow' /tmp/b.log || ! kill -0 $B || [ $i -gt 1200 ]; do sleep 0.5; i=$((i+1)); done
 kill -STOP $B; echo "froze b"
 wait $A
-kill -KILL $B; wait $B 2>/dev/null; pkill -f "tail -f /tmp/b.log"
+kill -KILL $B; wait $B 2>/dev/null
+prefix "b| " < /tmp/b.log
 "#
     );
     let h = Harness::locate().expect("harness");
