@@ -267,7 +267,8 @@ impl Harness {
 
     /// Boots the emulated host; if it ends without the script's status (its own kernel
     /// crashed — the QEMU TCG nested-SVM defect: `BUG: TASK stack guard page was hit` in a vCPU
-    /// thread — or it hung silently), says so and boots it once more. A script that fails (has
+    /// thread — or it hung silently, or its kernel reported a soft lockup of 100 s or more),
+    /// says so and boots it once more. A script that fails (has
     /// a status) is never retried; a real hang of ours hangs the second time too.
     fn run_emulated(&self, script: &str, opts: &RunOpts, dir: &Path) -> Result<RunResult> {
         let retries = opts.triple_fault_retries.unwrap_or(1);
@@ -548,9 +549,17 @@ fn collect_console(
                 }
                 let status = parse_marker(&line, TESTHOST_STATUS);
                 let no_script = line.contains(NO_SCRIPT);
+                let stuck = stuck_seconds(&line).is_some_and(|s| s >= STUCK_LIMIT_SECS);
                 log.push(line);
                 if no_script {
                     log.push("[harness] the test host found no script: stopping it".into());
+                    return (log, None);
+                }
+                if stuck {
+                    log.push(format!(
+                        "[harness] the test host's kernel is stuck (soft lockup for \
+                         {STUCK_LIMIT_SECS} s or more): stopping it"
+                    ));
                     return (log, None);
                 }
                 if let Some(s) = status {
@@ -561,6 +570,18 @@ fn collect_console(
             Err(mpsc::RecvTimeoutError::Disconnected) => return (log, None),
         }
     }
+}
+
+/// A soft lockup this long in the test host's own kernel (QEMU TCG's nested SVM: seen in a
+/// `vmm` tearing its VM down, and in khugepaged) does not end by itself in practice: the
+/// run is stopped and, as for a crash, booted again instead of waiting for its timeout.
+const STUCK_LIMIT_SECS: u64 = 100;
+
+/// The seconds of a kernel `soft lockup - CPU#N stuck for Ss!` report.
+fn stuck_seconds(line: &str) -> Option<u64> {
+    let rest = line.split("soft lockup - CPU#").nth(1)?;
+    let secs = rest.split("stuck for ").nth(1)?;
+    secs.split('s').next()?.parse().ok()
 }
 
 fn parse_marker(line: &str, marker: &str) -> Option<i32> {
@@ -610,6 +631,37 @@ fn parse_ldd(text: &str) -> Vec<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_soft_lockups_stop_the_run() {
+        let line = "[  116.590930] watchdog: BUG: soft lockup - CPU#0 stuck for 104s! [vmm:127]";
+        assert_eq!(stuck_seconds(line), Some(104));
+        assert_eq!(
+            stuck_seconds("watchdog: BUG: soft lockup - CPU#1 stuck for 22s! [khugepaged:30]"),
+            Some(22)
+        );
+        assert_eq!(stuck_seconds("a| soft lockup - CPU#0 stuck for many"), None);
+        assert_eq!(stuck_seconds("vmm-guest: exit-status=0"), None);
+        let (tx, rx) = mpsc::channel();
+        for l in [
+            "testhost: ready",
+            "[ 52.5] watchdog: BUG: soft lockup - CPU#0 stuck for 44s! [vmm:127]",
+            line,
+            "never read",
+        ] {
+            tx.send(l.to_string()).unwrap();
+        }
+        let live = std::env::temp_dir().join(format!("stuck-{}.log", std::process::id()));
+        let (log, status) = collect_console(&rx, Instant::now() + Duration::from_secs(5), &live);
+        assert_eq!(status, None);
+        assert_eq!(log.len(), 4, "{log:?}");
+        assert!(log[3].contains("stuck"), "{log:?}");
+        assert!(host_kernel_crashed(&format!(
+            "test host ended without a status\n{}",
+            log.join("\n")
+        )));
+        fs::remove_file(live).ok();
+    }
 
     #[test]
     fn host_crashes_and_hangs_are_told_apart_from_failures() {
