@@ -68,7 +68,9 @@ A=$!
 vmm launch --node b --peers $P --secret /tmp/key --window-prefetch {prefetch} --exit-stats /tmp/b.stats -- sh -c '{gb}' > /tmp/b.log 2>&1 &
 B=$!
 for phase in read upgrade own sum ping end; do
-  i=0; until grep -q "^phase-$phase" /tmp/b.log || [ $i -gt 6000 ]; do sleep 0.1; i=$((i+1)); done
+  # Stop waiting once b's monitor is gone (its guest died: the run is repeated).
+  i=0; until grep -q "^phase-$phase" /tmp/b.log || [ $i -gt 6000 ]; do
+    kill -0 $B 2>/dev/null || break; sleep 0.1; i=$((i+1)); done
   kill -USR1 $A $B
 done
 wait $B; echo "b-status=$?"
