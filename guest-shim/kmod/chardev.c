@@ -170,6 +170,14 @@ static long offload_ioctl(struct file *file, unsigned int cmd, unsigned long arg
 		return offload_ioc_ps(od, uarg);
 	case OFFLOAD_IOC_THREADS:
 		return offload_ioc_threads(od, uarg);
+	case OFFLOAD_IOC_PUSH:
+		return offload_ioc_push(of, uarg);
+	case OFFLOAD_IOC_PUSH_WAIT:
+		return offload_ioc_push_wait(of, uarg);
+	case OFFLOAD_IOC_PUSH_DONE:
+		return offload_ioc_push_done(of, uarg);
+	case OFFLOAD_IOC_SIGNAL:
+		return offload_ioc_signal(uarg);
 	default:
 		return -ENOTTY;
 	}
@@ -193,6 +201,7 @@ static int offload_open(struct inode *inode, struct file *file)
 	INIT_LIST_HEAD(&of->allocs);
 	offload_exec_file_init(of);
 	INIT_LIST_HEAD(&of->proc.link);
+	offload_push_file_init(of);
 	err = offload_winmap_open(od, file);
 	if (err) {
 		kfree(of);
@@ -213,6 +222,7 @@ static int offload_release(struct inode *inode, struct file *file)
 	struct offload_dev *od = of->od;
 
 	offload_proc_release(of);
+	offload_push_release(of);
 	offload_exec_release(of);
 	offload_file_release_allocs(of);
 	offload_winmap_release(od);

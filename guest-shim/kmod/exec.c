@@ -9,6 +9,9 @@
  * When the file is released, every call queued for its executors or handed out and not
  * answered gets SYSCALL_RET -ESRCH: the caller never waits for an executor that is gone.
  * OFFLOAD_IOC_THREADS lists the executors (tid, process, the node its calls come from).
+ * An executor that asks for it (OFFLOAD_EXEC_SIGNALS) gets a signal that interrupts its
+ * wait as a record instead (offload_exec_take_signal): its thread runs elsewhere, and the
+ * handler belongs there, not in the executor.
  *
  * Locking: od->exec_lock (a spinlock, process context only) guards the executor table, the
  * queues and every file's execs/handed lists. An executor record lives until its file is
@@ -20,6 +23,8 @@
 #include <linux/fs.h>
 #include <linux/pid.h>
 #include <linux/sched.h>
+#include <linux/sched/signal.h>
+#include <linux/signal.h>
 #include <linux/slab.h>
 #include <linux/uaccess.h>
 #include <asm/unaligned.h>
@@ -288,6 +293,53 @@ static struct offload_call *offload_exec_next(struct offload_exec *e, struct fil
 }
 
 /*
+ * offload_exec_keep: the signals the executor must leave to the kernel (caller
+ * holds siglock): those it blocks, SIGKILL, SIGSYS (the shim's), the stop signals (they
+ * stop the process here), and those without a handler (their default or ignore action
+ * belongs to the process here).
+ */
+static void offload_exec_keep(sigset_t *keep)
+{
+	struct k_sigaction *ka = current->sighand->action;
+	int sig;
+
+	*keep = current->blocked;
+	sigaddsetmask(keep, sigmask(SIGKILL) | sigmask(SIGSTOP) | sigmask(SIGSYS) |
+		      sigmask(SIGTSTP) | sigmask(SIGTTIN) | sigmask(SIGTTOU));
+	for (sig = 1; sig <= _NSIG; sig++)
+		if (ka[sig - 1].sa.sa_handler == SIG_DFL || ka[sig - 1].sa.sa_handler == SIG_IGN)
+			sigaddset(keep, sig);
+}
+
+/*
+ * offload_exec_take_signal: a signal interrupted the wait of an executor that asked for
+ * signals: take the first one it would run a handler for as @rec. False if there is none
+ * (SIGKILL, a blocked-only or default-action signal: the kernel delivers those).
+ */
+static bool offload_exec_take_signal(struct offload_exec_call *rec)
+{
+	kernel_siginfo_t info;
+	enum pid_type type;
+	sigset_t keep;
+	int sig;
+
+	if (fatal_signal_pending(current))
+		return false;
+	spin_lock_irq(&current->sighand->siglock);
+	offload_exec_keep(&keep);
+	sig = dequeue_signal(current, &keep, &info, &type);
+	spin_unlock_irq(&current->sighand->siglock);
+	if (sig <= 0)
+		return false;
+	memset(rec, 0, sizeof(*rec));
+	rec->nr = OFFLOAD_EXEC_SIGNAL;
+	rec->tid = task_pid_nr(current);
+	BUILD_BUG_ON(sizeof(info) < sizeof(rec->args));
+	memcpy(rec->args, &info, sizeof(rec->args));
+	return true;
+}
+
+/*
  * offload_ioc_exec_wait: OFFLOAD_IOC_EXEC_WAIT. Registers the calling thread, then hands it
  * the next call for its tid. Errors: -EBUSY (another open file has a live executor for this
  * tid), -EAGAIN (O_NONBLOCK, nothing queued), -EINTR (a signal), -ENODEV (device removed),
@@ -295,15 +347,24 @@ static struct offload_call *offload_exec_next(struct offload_exec *e, struct fil
  */
 long offload_ioc_exec_wait(struct offload_file *of, struct file *file, void __user *uarg)
 {
+	struct offload_exec_call sigrec;
 	struct offload_call *call;
 	struct offload_exec *e;
+	u32 flags;
 
 	if (READ_ONCE(of->od->dead))
 		return -ENODEV;
+	if (get_user(flags, (u32 __user *)(uarg + offsetof(struct offload_exec_call, flags))))
+		return -EFAULT;
+	if (flags & ~OFFLOAD_EXEC_SIGNALS)
+		return -EINVAL;
 	e = offload_exec_register(of);
 	if (IS_ERR(e))
 		return PTR_ERR(e);
 	call = offload_exec_next(e, file);
+	if (PTR_ERR_OR_ZERO(call) == -EINTR && (flags & OFFLOAD_EXEC_SIGNALS) &&
+	    offload_exec_take_signal(&sigrec))
+		return copy_to_user(uarg, &sigrec, sizeof(sigrec)) ? -EFAULT : 0;
 	if (IS_ERR(call))
 		return PTR_ERR(call);
 	if (copy_to_user(uarg, &call->rec, sizeof(call->rec))) {
@@ -442,5 +503,33 @@ long offload_ioc_threads(struct offload_dev *od, void __user *uarg)
 	if (copy_to_user(uarg, ts, sizeof(*ts)))
 		err = -EFAULT;
 	kfree(ts);
+	return err;
+}
+
+/*
+ * offload_ioc_signal: OFFLOAD_IOC_SIGNAL: the signal a home pushed for one of its threads,
+ * raised in that thread here (send_sig_info: the siginfo stays the sender's, which a
+ * user-space rt_tgsigqueueinfo to another thread may not do).
+ */
+long offload_ioc_signal(void __user *uarg)
+{
+	struct offload_signal s;
+	struct task_struct *task;
+	kernel_siginfo_t info;
+	long err = -ESRCH;
+
+	if (copy_from_user(&s, uarg, sizeof(s)))
+		return -EFAULT;
+	if (!valid_signal(s.signo) || !s.signo || s.signo == SIGKILL || s.signo == SIGSTOP ||
+	    s.signo == SIGSYS)
+		return -EINVAL;
+	clear_siginfo(&info);
+	memcpy(&info, s.info, min(sizeof(info), sizeof(s.info)));
+	info.si_signo = s.signo;
+	rcu_read_lock();
+	task = pid_task(find_vpid(s.tid), PIDTYPE_PID);
+	if (task && same_thread_group(task, current))
+		err = send_sig_info(s.signo, &info, task);
+	rcu_read_unlock();
 	return err;
 }

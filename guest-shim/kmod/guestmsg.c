@@ -3,7 +3,8 @@
  * guestmsg.c: guest-to-guest messages between offload drivers (docs/offload-threads.md,
  * "Interfaces for migration and shadows (v1)"): sending one (request GUEST_MSG and its
  * answer), answering one (request GUEST_MSG_RET) and taking one in (event GUEST_MSG_IN),
- * which is checked here and handed by kind to spawn.c (SPAWN) or shadow.c (KILL). Every
+ * which is checked here and handed by kind to spawn.c (SPAWN), shadow.c (KILL) or
+ * push.c (PUSH). Every
  * message gets exactly one answer: bad input from the device (short payload, reserved bits,
  * unknown kind) is logged, rate-limited, and refused with -EINVAL or -EOPNOTSUPP, so the
  * peer never waits for its 10 s timeout because of us.
@@ -95,6 +96,9 @@ void offload_evt_guest_msg_in(struct offload_dev *od, const struct offload_wire_
 		break;
 	case OFFLOAD_MSG_KILL:
 		offload_msg_kill_in(od, src, token, body, blen);
+		break;
+	case OFFLOAD_MSG_PUSH:
+		offload_msg_push_in(od, src, token, body, blen);
 		break;
 	default:
 		dev_warn_ratelimited(&od->vdev->dev,

@@ -57,6 +57,7 @@
 /* Kinds of guest messages (the drivers' business; the monitors carry any kind). */
 #define OFFLOAD_MSG_SPAWN 1
 #define OFFLOAD_MSG_KILL 2
+#define OFFLOAD_MSG_PUSH 3
 
 /* The window's page size (WINDOW_INFO must say so; the driver maps it with PAGE_SIZE pages). */
 #define OFFLOAD_WINDOW_PAGE 4096u
@@ -171,6 +172,12 @@ struct offload_wire_kill {
 	__le32 signo;
 } __packed;
 
+/* PUSH body: this header, then len bytes for the shadow's shim (push.c). */
+struct offload_wire_push {
+	__le32 home_pid;
+	__le32 len;
+} __packed;
+
 /* Largest GUEST_MSG body. */
 #define OFFLOAD_MSG_BODY_MAX (OFFLOAD_MAX_PAYLOAD - sizeof(struct offload_wire_msg))
 
@@ -199,6 +206,10 @@ struct offload_wire_kill {
 #define OFFLOAD_EXEC_HASH_BITS 6
 /* SPAWNs from peers waiting for their helper to start; beyond that: -EBUSY. */
 #define OFFLOAD_SPAWN_JOBS_MAX 64
+/* Pushes queued for one shadow that has not taken them; beyond that: -EBUSY. */
+#define OFFLOAD_PUSH_QUEUE_MAX 64
+/* A started shadow that has not attached after this long will not: its home gave up. */
+#define OFFLOAD_SPAWN_ATTACH_SECS 20
 /* The program a SPAWN starts (docs/offload-threads.md, "Interfaces (v1)"). */
 #define OFFLOAD_SHADOW_HELPER "/usr/bin/offload"
 /* State table value before the device said anything about a node. */
@@ -307,6 +318,13 @@ struct offload_dev {
 	 */
 	spinlock_t proc_lock;
 	struct list_head procs;
+	/*
+	 * SPAWNs whose helper started and whose shadow has not attached yet (proc_lock): the
+	 * answer goes out at SHADOW_ATTACH, so what a home pushes after its SPAWN returned
+	 * finds the shadow attached (spawn.c, push.c).
+	 */
+	struct list_head spawn_waits;
+	atomic64_t push_ids;		/* ids of queued pushes (push.c) */
 
 	/*
 	 * SPAWNs from peers waiting for spawn_work (it starts their helpers) and KILLs this node
@@ -386,6 +404,11 @@ struct offload_file {
 	struct list_head execs;		/* struct offload_exec (od->exec_lock) */
 	struct list_head handed;	/* struct offload_call (od->exec_lock) */
 	struct offload_proc proc;	/* od->proc_lock */
+	/* What a shadow's home pushed to it: queued, then handed out (push.c). */
+	struct list_head push_queue;	/* od->proc_lock */
+	struct list_head push_handed;	/* od->proc_lock */
+	unsigned int push_queued;	/* od->proc_lock */
+	wait_queue_head_t push_wq;	/* the shadow's agent, in PUSH_WAIT */
 	atomic64_t forwarded;		/* SYSCALLs that came back with a result */
 	atomic64_t served;		/* EXEC_DONE answers sent */
 	atomic64_t faults;		/* window faults in this file's mappings */
@@ -481,6 +504,7 @@ void offload_evt_syscall_in(struct offload_dev *od, const struct offload_wire_ev
 long offload_ioc_exec_wait(struct offload_file *of, struct file *file, void __user *uarg);
 long offload_ioc_threads(struct offload_dev *od, void __user *uarg);
 long offload_ioc_exec_done(struct offload_file *of, void __user *uarg);
+long offload_ioc_signal(void __user *uarg);
 void offload_exec_release(struct offload_file *of);
 void offload_exec_shutdown(struct offload_dev *od);
 
@@ -497,6 +521,8 @@ void offload_msg_spawn_in(struct offload_dev *od, u32 src, u64 token, const u8 *
 			  u32 blen);
 long offload_ioc_spawn(struct offload_file *of, void __user *uarg);
 void offload_spawn_release(struct offload_dev *od, u32 home_pid, u64 nodes);
+bool offload_spawn_attached(struct offload_dev *od, u32 src, u32 home_pid, u32 home_tid,
+			    u64 *token);
 
 /* shadow.c */
 void offload_shadow_init(struct offload_dev *od);
@@ -508,6 +534,15 @@ int offload_proc_mark_home(struct offload_file *of, u32 node, u64 *had);
 void offload_proc_unmark_node(struct offload_file *of, u32 node);
 void offload_proc_release(struct offload_file *of);
 void offload_procs_node_lost(struct offload_dev *od, u32 node);
+
+/* push.c */
+void offload_push_file_init(struct offload_file *of);
+void offload_push_release(struct offload_file *of);
+void offload_msg_push_in(struct offload_dev *od, u32 src, u64 token, const u8 *body,
+			   u32 blen);
+long offload_ioc_push(struct offload_file *of, void __user *uarg);
+long offload_ioc_push_wait(struct offload_file *of, void __user *uarg);
+long offload_ioc_push_done(struct offload_file *of, void __user *uarg);
 
 /* core.c */
 void offload_dev_put(struct offload_dev *od);

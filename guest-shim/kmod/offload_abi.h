@@ -5,15 +5,20 @@
  * guest-shim/src/abi.rs, whose unit tests check the sizes and ioctl numbers below.
  * Usable from user space (only <linux/types.h> and <linux/ioctl.h>).
  *
- * Magic 'O', numbers 0x40-0x4b: 'O' 0x00-0x06 belongs to UBI (ioctl-number.rst), so the
+ * Magic 'O', numbers 0x40-0x50: 'O' 0x00-0x06 belongs to UBI (ioctl-number.rst), so the
  * range above it is free and the letter stays mnemonic.
  *
  * The memory window (0x43-0x45 and mmap) is described in guest-shim/README.md: window
  * offsets are byte offsets from the window's base, page aligned where they name a page.
  * Forwarded system calls (0x46-0x48): the calling side (SYSCALL) and the home side's
  * executors (EXEC_WAIT, EXEC_DONE), docs/offload-threads.md section 4.
- * Shadows (0x49-0x4b): SPAWN (home side), SHADOW_ATTACH (shadow side) and PS, the
+ * Shadows (0x49-0x4c): SPAWN (home side), SHADOW_ATTACH (shadow side), PS and THREADS, the
  * interfaces of docs/offload-threads.md "Interfaces for migration and shadows (v1)".
+ * Pushes to shadows (0x4d-0x4f): PUSH (home side), PUSH_WAIT and PUSH_DONE (the shadow's
+ * agent thread): layout changes and signals, docs/offload-threads.md "Pushes to every
+ * shadow"; SIGNAL (0x50) raises a
+ * pushed signal in the shadow. Only the shim (C) uses these four, so abi.rs does not
+ * mirror them.
  */
 #ifndef OFFLOAD_ABI_H
 #define OFFLOAD_ABI_H
@@ -107,15 +112,24 @@ struct offload_syscall {
 };
 
 /*
- * OFFLOAD_IOC_EXEC_WAIT (out): the next call forwarded to the calling thread (its tid in the
- * initial pid namespace), which the ioctl registers as the executor of that tid for the life
- * of the open file. `token` names the call for EXEC_DONE; `src_node` is the caller's node;
- * node, tid, nr and args are the caller's record. 80 bytes.
+ * OFFLOAD_IOC_EXEC_WAIT (in: flags; out: the rest): the next call forwarded to the calling
+ * thread (its tid in the initial pid namespace), which the ioctl registers as the executor
+ * of that tid for the life of the open file. `token` names the call for EXEC_DONE;
+ * `src_node` is the caller's node; node, tid, nr and args are the caller's record. 80 bytes.
+ * With OFFLOAD_EXEC_SIGNALS in flags, a signal that interrupts the wait and that the
+ * executor would run a handler for (not blocked, a handler installed; never SIGKILL, SIGSYS
+ * or a stop signal) is taken off the queue instead and handed out as a record of nr
+ * OFFLOAD_EXEC_SIGNAL (token 0, no EXEC_DONE): args hold the first 48 bytes of its siginfo
+ * (signo, errno, code and the fields of kill, sigqueue, timers and SIGCHLD), for the shim
+ * to raise it in the thread on its node (docs/offload-threads.md section 5).
  */
+#define OFFLOAD_EXEC_SIGNALS 1u
+#define OFFLOAD_EXEC_SIGNAL 0x4f4c0100ULL
+
 struct offload_exec_call {
 	__u64 token;
 	__u32 src_node;
-	__u32 reserved;
+	__u32 flags;
 	__u32 node;
 	__u32 tid;
 	__u64 nr;
@@ -217,6 +231,53 @@ struct offload_threads {
 	struct offload_thread_entry threads[OFFLOAD_THREADS_MAX];
 };
 
+/* Largest push (the shim's layout change or signal: opaque to the driver). */
+#define OFFLOAD_PUSH_MAX 1024
+
+/* struct offload_push.flags (PUSH_WAIT): return -EAGAIN instead of waiting. */
+#define OFFLOAD_PUSH_NOWAIT 1u
+
+/*
+ * OFFLOAD_IOC_PUSH (in): data[0..len), for the shadows of the calling (home) process (a
+ * layout change it made, a signal for one of its threads): the driver sends it to every
+ * node the process has shadows on and returns once each node's shadows took it (0), or
+ * the first error (the process is then SIGKILLed: a shadow may map memory the home no
+ * longer does). id, home_node, home_pid,
+ * flags must be 0.
+ * OFFLOAD_IOC_PUSH_WAIT (in: flags; out: the rest): on a shadow's file, the next push
+ * from its home (home_node, home_pid), named by id for PUSH_DONE. Waits
+ * (interruptibly) unless flags has OFFLOAD_PUSH_NOWAIT (-EAGAIN). 1048 bytes.
+ */
+struct offload_push {
+	__u64 id;
+	__u32 home_node;
+	__u32 home_pid;
+	__u32 len;
+	__u32 flags;
+	__u8 data[OFFLOAD_PUSH_MAX];
+};
+
+/* OFFLOAD_IOC_PUSH_DONE (in): push id taken (status 0) or refused (-errno). 16 bytes. */
+struct offload_push_done {
+	__u64 id;
+	__s32 status;
+	__u32 reserved;
+};
+
+/*
+ * OFFLOAD_IOC_SIGNAL (in): raise signo in thread tid of the calling process with the
+ * given siginfo (its first 48 bytes: what EXEC_WAIT hands out), as the kernel would for a
+ * signal sent to that thread: a shadow's agent raises there a signal that the home sent
+ * to the thread (a process cannot send a kill()-style siginfo to another of its threads
+ * from user space). Errors: -EINVAL (bad signal, SIGKILL/SIGSTOP/SIGSYS), -ESRCH (no
+ * such thread in this process). 56 bytes.
+ */
+struct offload_signal {
+	__u32 tid;
+	__u32 signo;
+	__u8 info[48];
+};
+
 #define OFFLOAD_IOC_NODE_INFO _IOR(OFFLOAD_IOC_MAGIC, 0x40, struct offload_node_info)
 #define OFFLOAD_IOC_PEERS _IOR(OFFLOAD_IOC_MAGIC, 0x41, struct offload_peers)
 #define OFFLOAD_IOC_PING _IOWR(OFFLOAD_IOC_MAGIC, 0x42, struct offload_ping)
@@ -230,5 +291,9 @@ struct offload_threads {
 #define OFFLOAD_IOC_SHADOW_ATTACH _IOW(OFFLOAD_IOC_MAGIC, 0x4a, struct offload_shadow_attach)
 #define OFFLOAD_IOC_PS _IOR(OFFLOAD_IOC_MAGIC, 0x4b, struct offload_ps)
 #define OFFLOAD_IOC_THREADS _IOR(OFFLOAD_IOC_MAGIC, 0x4c, struct offload_threads)
+#define OFFLOAD_IOC_PUSH _IOW(OFFLOAD_IOC_MAGIC, 0x4d, struct offload_push)
+#define OFFLOAD_IOC_PUSH_WAIT _IOWR(OFFLOAD_IOC_MAGIC, 0x4e, struct offload_push)
+#define OFFLOAD_IOC_PUSH_DONE _IOW(OFFLOAD_IOC_MAGIC, 0x4f, struct offload_push_done)
+#define OFFLOAD_IOC_SIGNAL _IOW(OFFLOAD_IOC_MAGIC, 0x50, struct offload_signal)
 
 #endif /* OFFLOAD_ABI_H */

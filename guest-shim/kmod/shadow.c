@@ -30,6 +30,8 @@ void offload_shadow_init(struct offload_dev *od)
 {
 	spin_lock_init(&od->proc_lock);
 	INIT_LIST_HEAD(&od->procs);
+	INIT_LIST_HEAD(&od->spawn_waits);
+	atomic64_set(&od->push_ids, 0);
 }
 
 static struct offload_file *offload_proc_file(struct offload_proc *p)
@@ -144,6 +146,8 @@ long offload_ioc_shadow_attach(struct offload_file *of, void __user *uarg)
 {
 	struct offload_dev *od = of->od;
 	struct offload_shadow_attach a;
+	bool answer = false;
+	u64 token = 0;
 	int err = 0;
 
 	if (copy_from_user(&a, uarg, sizeof(a)))
@@ -155,9 +159,13 @@ long offload_ioc_shadow_attach(struct offload_file *of, void __user *uarg)
 		err = -EBUSY;
 	else if (offload_node_is_lost(od, a.home_node))
 		err = -ENOTCONN;
-	else
+	if (!err) {
 		offload_proc_mark(of, OFFLOAD_ROLE_SHADOW, a.home_node, a.home_pid);
+		answer = offload_spawn_attached(od, a.home_node, a.home_pid, a.home_tid, &token);
+	}
 	spin_unlock(&od->proc_lock);
+	if (answer) /* the home's SPAWN returns now: its pushes will find us */
+		offload_msg_reply(od, token, 0);
 	return err;
 }
 

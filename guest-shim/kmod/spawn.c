@@ -12,8 +12,12 @@
  *
  * Receiving side: a SPAWN is queued for spawn_work, which starts
  * `/usr/bin/offload shadow NODE PID TID REC_OFF REC_LEN UID GID` with call_usermodehelper
- * (UMH_WAIT_EXEC: the answer is the exec's result) and answers the message. Not from the
- * event work: starting a process takes long and would hold up every other event.
+ * (UMH_WAIT_EXEC). Not from the event work: starting a process takes long and would hold
+ * up every other event. A helper that could not be started is answered with the exec's
+ * error; one that runs is answered when it attaches as the shadow (SHADOW_ATTACH, via
+ * offload_spawn_attached): from then on the home's pushes (push.c) find the shadow. A helper
+ * that fails before attaching leaves the home to its monitor's timeout (-ETIMEDOUT); its
+ * wait entry is dropped after OFFLOAD_SPAWN_ATTACH_SECS.
  *
  * Both job lists live under od->lock and are only added to while the device is not dead;
  * quiesce waits for both works (offload_spawn_flush), which drop their jobs once it is.
@@ -32,9 +36,10 @@
 /* Decimal arguments of the helper: NODE PID TID REC_OFF REC_LEN UID GID. */
 #define OFFLOAD_SPAWN_ARGS 7
 
-/* A SPAWN from a peer, waiting for its helper to start. */
+/* A SPAWN from a peer, waiting for its helper to start, then for the shadow to attach. */
 struct offload_spawn_job {
 	struct list_head link;
+	unsigned long since;	/* jiffies when it began to wait for the attach */
 	u64 token;
 	u32 src;
 	u32 home_pid;
@@ -70,8 +75,16 @@ void offload_spawn_init(struct offload_dev *od)
  */
 void offload_spawn_flush(struct offload_dev *od)
 {
+	struct offload_spawn_job *job, *tmp;
+	LIST_HEAD(gone);
+
 	flush_work(&od->spawn_work);
 	flush_work(&od->kill_work);
+	spin_lock(&od->proc_lock);
+	list_splice_init(&od->spawn_waits, &gone);
+	spin_unlock(&od->proc_lock);
+	list_for_each_entry_safe(job, tmp, &gone, link)
+		kfree(job);
 }
 
 /* offload_job_take: the first entry of @list (under od->lock), unlinked; or NULL. */
@@ -167,7 +180,7 @@ void offload_msg_spawn_in(struct offload_dev *od, u32 src, u64 token, const u8 *
  * offload_spawn_helper: start the helper for @job and wait until it has exec'd. Returns 0
  * or the error of the fork or exec (-ENOENT without /usr/bin/offload).
  */
-static int offload_spawn_helper(struct offload_spawn_job *job)
+static int offload_spawn_helper(const struct offload_spawn_job *job)
 {
 	static char *envp[] = { "HOME=/", "PATH=/usr/sbin:/usr/bin:/sbin:/bin", NULL };
 	char args[OFFLOAD_SPAWN_ARGS][24];
@@ -189,13 +202,100 @@ static int offload_spawn_helper(struct offload_spawn_job *job)
 	return call_usermodehelper(argv[0], argv, envp, UMH_WAIT_EXEC);
 }
 
-/* offload_spawn_work: start the helper of every queued SPAWN, one by one, and answer it. */
+/*
+ * offload_spawn_wait: @job's helper is about to start: it waits in od->spawn_waits for
+ * its shadow to attach. Entries older than OFFLOAD_SPAWN_ATTACH_SECS go (their homes gave
+ * up long ago): they are returned in @gone to be freed.
+ */
+static void offload_spawn_wait(struct offload_dev *od, struct offload_spawn_job *job,
+			       struct list_head *gone)
+{
+	struct offload_spawn_job *old, *tmp;
+
+	spin_lock(&od->proc_lock);
+	list_for_each_entry_safe(old, tmp, &od->spawn_waits, link)
+		if (time_after(jiffies, old->since + OFFLOAD_SPAWN_ATTACH_SECS * HZ))
+			list_move(&old->link, gone);
+	job->since = jiffies;
+	list_add_tail(&job->link, &od->spawn_waits);
+	spin_unlock(&od->proc_lock);
+}
+
+/* offload_spawn_unwait: take @job back (its helper did not start); false if gone. */
+static bool offload_spawn_unwait(struct offload_dev *od, struct offload_spawn_job *job)
+{
+	struct offload_spawn_job *w;
+	bool found = false;
+
+	spin_lock(&od->proc_lock);
+	list_for_each_entry(w, &od->spawn_waits, link) {
+		if (w == job) {
+			list_del(&w->link);
+			found = true;
+			break;
+		}
+	}
+	spin_unlock(&od->proc_lock);
+	return found;
+}
+
+/*
+ * offload_spawn_attached: a shadow of (@src, @home_pid, @home_tid) attached (proc_lock
+ * held): if its SPAWN waits, *@token is its message, to be answered 0 after the lock.
+ */
+bool offload_spawn_attached(struct offload_dev *od, u32 src, u32 home_pid, u32 home_tid,
+			    u64 *token)
+{
+	struct offload_spawn_job *w;
+
+	lockdep_assert_held(&od->proc_lock);
+	list_for_each_entry(w, &od->spawn_waits, link) {
+		if (w->src == src && w->home_pid == home_pid && w->home_tid == home_tid) {
+			*token = w->token;
+			list_del(&w->link);
+			kfree(w);
+			return true;
+		}
+	}
+	return false;
+}
+
+/*
+ * offload_spawn_start: start @job's helper; answered now only if that failed. Once the
+ * helper runs, its attach may free @job at any time: only the copy is used then.
+ */
+static void offload_spawn_start(struct offload_dev *od, struct offload_spawn_job *job)
+{
+	const struct offload_spawn_job copy = *job;
+	struct offload_spawn_job *old, *tmp;
+	LIST_HEAD(gone);
+	int err;
+
+	offload_spawn_wait(od, job, &gone);
+	list_for_each_entry_safe(old, tmp, &gone, link)
+		kfree(old);
+	err = offload_spawn_helper(&copy);
+	if (!err) {
+		dev_info_ratelimited(&od->vdev->dev,
+				     "SPAWN from node %u: shadow of pid %u started\n",
+				     copy.src, copy.home_pid);
+		return;
+	}
+	dev_warn_ratelimited(&od->vdev->dev,
+			     "SPAWN from node %u (pid %u): cannot start %s: %d\n",
+			     copy.src, copy.home_pid, OFFLOAD_SHADOW_HELPER, err);
+	if (offload_spawn_unwait(od, job)) {
+		offload_msg_reply(od, job->token, err);
+		kfree(job);
+	}
+}
+
+/* offload_spawn_work: start the helper of every queued SPAWN, one by one. */
 static void offload_spawn_work(struct work_struct *work)
 {
 	struct offload_dev *od = container_of(work, struct offload_dev, spawn_work);
 	struct offload_spawn_job *job;
 	struct list_head *item;
-	int err;
 
 	while ((item = offload_job_take(od, &od->spawn_jobs, true))) {
 		job = list_entry(item, struct offload_spawn_job, link);
@@ -203,17 +303,7 @@ static void offload_spawn_work(struct work_struct *work)
 			kfree(job);
 			continue;
 		}
-		err = offload_spawn_helper(job);
-		if (err)
-			dev_warn_ratelimited(&od->vdev->dev,
-					     "SPAWN from node %u (pid %u): cannot start %s: %d\n",
-					     job->src, job->home_pid, OFFLOAD_SHADOW_HELPER, err);
-		else
-			dev_info_ratelimited(&od->vdev->dev,
-					     "SPAWN from node %u: shadow of pid %u started\n",
-					     job->src, job->home_pid);
-		offload_msg_reply(od, job->token, err);
-		kfree(job);
+		offload_spawn_start(od, job);
 	}
 }
 

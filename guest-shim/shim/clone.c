@@ -209,11 +209,14 @@ static long run_offloaded(struct clone_call *c, long *flags, long ptid, long cti
         shim_copy(ca + CA_FLAGS, flags, 8);
     else
         c->args[0] = *flags;
+    shadow_threads_add(1); /* before the child can run (and exit) */
     r = run(c, *flags, ctid, ca);
     if (r < 0) {
+        shadow_threads_add(-1);
         shadow_end_exec(t);
         return r;
     }
+    shadow_tid_add(t, r);
     return t;
 }
 

@@ -32,7 +32,7 @@ struct executor {
  * nonblock is asked (a SPAWN follows first). The fd or -errno. */
 long executor_open(int nonblock)
 {
-    struct offload_exec_call c;
+    struct offload_exec_call c = {.flags = 0};
     long fd = sys4(SYS_openat, AT_FDCWD, "/dev/offload", O_RDWR | O_CLOEXEC | O_NONBLOCK, 0);
     long r;
     if (fd < 0)
@@ -184,17 +184,39 @@ static long exec_one(const struct executor *ex, const struct offload_exec_call *
     return shim_dispatch((long)c->nr, a, ex->uc);
 }
 
+/* exec_signal: a signal for the process that this executor took while its thread had no
+ * call here (OFFLOAD_EXEC_SIGNALS): it goes to the thread, whose handler runs there. The
+ * handler as installed here travels with it (push.c). */
+static void exec_signal(const struct offload_exec_call *c)
+{
+    struct sig_push p;
+    shim_zero(&p, sizeof p);
+    p.mark = SIG_PUSH_MARK;
+    p.home_tid = c->tid;
+    shim_copy(p.info, c->args, sizeof c->args);
+    shim_copy(&p.signo, p.info, 4);
+    if (sys4(SYS_rt_sigaction, p.signo, 0, &p.act, KSIGSET_SIZE) < 0)
+        return;
+    push_signal(&p);
+}
+
 static void executor_loop(struct executor *ex)
 {
     struct offload_exec_call c;
     for (;;) {
-        long r = sys3(SYS_ioctl, ex->fd, OFFLOAD_IOC_EXEC_WAIT, &c);
+        long r;
         struct offload_exec_done d;
+        c.flags = OFFLOAD_EXEC_SIGNALS;
+        r = sys3(SYS_ioctl, ex->fd, OFFLOAD_IOC_EXEC_WAIT, &c);
         if (r == -4)
             continue;
         if (r < 0) {
             shim_say("offload-shim: executor: EXEC_WAIT failed; exiting\n");
             sys1(SYS_exit_group, 1);
+        }
+        if (c.nr == OFFLOAD_EXEC_SIGNAL) {
+            exec_signal(&c);
+            continue;
         }
         d = (struct offload_exec_done){.token = c.token, .ret = exec_one(ex, &c)};
         sys3(SYS_ioctl, ex->fd, OFFLOAD_IOC_EXEC_DONE, &d);

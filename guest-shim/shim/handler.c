@@ -43,11 +43,11 @@ static long exec_trap(long nr, const long *a)
 static int marked_call(long nr, const long *a, long *r)
 {
     switch (nr) {
-    case SYS_mmap: *r = mem_mmap(a); return 1;
-    case SYS_munmap: *r = mem_munmap(a); return 1;
+    case SYS_mmap:
+    case SYS_munmap:
     case SYS_mprotect:
-    case SYS_pkey_mprotect: *r = mem_mprotect(nr, a); return 1;
-    case SYS_mremap: *r = mem_mremap(a); return 1;
+    case SYS_pkey_mprotect:
+    case SYS_mremap: *r = home_layout_call(nr, a); return 1; /* push.c */
     case SYS_madvise: *r = mem_madvise(a); return 1;
     case SYS_futex: *r = mem_futex(a); return 1;
     case SYS_close:

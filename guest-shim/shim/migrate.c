@@ -183,37 +183,36 @@ static long exec_self(uint64_t off, uint64_t len)
 long exec_layout(struct layout_req *q, ucontext_t *uc)
 {
     long r = shim_dispatch(q->nr, q->args, uc);
-    uint64_t saved;
+    uint64_t saved, lo = q->lo, hi = q->hi;
     if (q->nr == SYS_mmap && !is_err(r)) { /* the address is the home's choice */
-        q->lo = (uint64_t)r;
-        q->hi = q->lo + pgup((uint64_t)q->args[1]);
+        lo = (uint64_t)r;
+        hi = lo + pgup((uint64_t)q->args[1]);
     }
     layout_lock(&saved);
-    q->n = 0;
-    q->more = 0;
-    for (int i = layout_index(q->lo); i < shim_ntab && shim_tab[i].addr < q->hi; i++) {
-        if (q->n == LAYOUT_REPLY_MAX) {
-            q->more = 1;
-            break;
-        }
-        q->e[q->n++] = shim_tab[i];
-    }
+    layout_describe(q, lo, hi);
     layout_unlock(&saved);
+    q->pushed = (uint32_t)shim_pushing; /* push.c applied it in every shadow already */
     return r;
 }
 
 /* spawn_and_serve: register as executor, SPAWN a shadow on node, serve. Returns only on
  * failure. The file stays open for the process's life once it SPAWNed (its release KILLs
- * the process's shadows on that node). */
-static long spawn_and_serve(long node, uint64_t off, uint64_t len, int slot, ucontext_t *uc)
+ * the process's shadows on that node). Called with the push lock held since the record's
+ * snapshot (saved: the mask it keeps); the SPAWN returns once the shadow attached, so
+ * every later layout change is pushed to it (push.c). */
+static long spawn_and_serve(long node, uint64_t off, uint64_t len, int slot, ucontext_t *uc,
+                            const uint64_t *saved)
 {
     struct offload_spawn s = {.node = (__u32)node, .rec_off = off, .rec_len = len};
-    long fd = executor_open(1), r;
-    if (fd < 0)
-        return fd;
-    r = sys3(SYS_ioctl, fd, OFFLOAD_IOC_SPAWN, &s);
+    long fd = executor_open(1), r = fd;
+    if (fd >= 0)
+        r = sys3(SYS_ioctl, fd, OFFLOAD_IOC_SPAWN, &s);
+    if (r >= 0)
+        shim_pushing = 1;
+    push_unlock(saved);
     if (r < 0) {
-        sys1(SYS_close, fd);
+        if (fd >= 0)
+            sys1(SYS_close, fd);
         return r;
     }
     executor_serve((int)fd, slot, uc);
@@ -235,7 +234,7 @@ static long record_for(struct rec_ctx *c, uint64_t *off, uint64_t *len)
 
 long migrate_trap(const long *a, ucontext_t *uc)
 {
-    uint64_t off = 0, len = 0;
+    uint64_t off = 0, len = 0, saved;
     int slot = shim_self.slot; /* ours: the shadow writes its own into the shared TLS */
     long r;
     (void)a;
@@ -243,12 +242,13 @@ long migrate_trap(const long *a, ucontext_t *uc)
         return -22;
     shim_self.home_tid = sys0(SYS_gettid);
     migrate_capture(&ctx, uc);
+    push_lock(&saved);
     r = record_for(&ctx, &off, &len);
-    if (r < 0)
-        return r;
-    if (shim_getenv(shim_envp, "OFFLOAD_SHIM_MIGRATE_TEST"))
-        return exec_self(off, len);
-    return spawn_and_serve(target_node, off, len, slot, uc);
+    if (r < 0 || shim_getenv(shim_envp, "OFFLOAD_SHIM_MIGRATE_TEST")) {
+        push_unlock(&saved);
+        return r < 0 ? r : exec_self(off, len);
+    }
+    return spawn_and_serve(target_node, off, len, slot, uc, &saved);
 }
 
 /* migrate_new_thread: --place: a thread just created here (shim_child_start, on its
@@ -259,7 +259,7 @@ long migrate_trap(const long *a, ucontext_t *uc)
 void migrate_new_thread(const greg_t *gregs, const void *fx, int node)
 {
     struct rec_ctx c;
-    uint64_t off = 0, len = 0;
+    uint64_t off = 0, len = 0, saved;
     shim_zero(&c, sizeof c);
     c.magic = REC_CTX_MAGIC;
     shim_copy(c.gregs, gregs, sizeof c.gregs);
@@ -273,8 +273,11 @@ void migrate_new_thread(const greg_t *gregs, const void *fx, int node)
     c.brk_hi = shim_brk.hi;
     c.brk_cur = shim_brk.cur;
     shim_self.home_tid = sys0(SYS_gettid);
+    push_lock(&saved);
     if (record_for(&c, &off, &len) == 0)
-        spawn_and_serve(node, off, len, shim_self.slot, 0);
+        spawn_and_serve(node, off, len, shim_self.slot, 0, &saved);
+    else
+        push_unlock(&saved);
     shim_say("offload-shim: --place: could not start a thread on its node; it runs at home\n");
 }
 
@@ -356,6 +359,7 @@ void migrate_main_thread(char **envp)
         return;
     if (place && !shim_win.fake)
         parse_place(place);
+    shim_push_possible = n_places > 0 || (on && on[0]);
     if (!on || !on[0])
         return;
     target_node = node_index(on);

@@ -229,6 +229,7 @@ void fork_unmark_child(const struct fork_job *f)
     /* from here on every byte is the child's own */
     layout_clear();
     layout_reset_lock();
+    push_after_fork();
     win_close();
     shim_marked = 0;
     if (f->ctid && (f->flags & CLONE_CHILD_SETTID))

@@ -36,6 +36,9 @@ static uint32_t home_node, home_tid; /* home_tid: the main (first) thread's exec
 
 #define JOB_SIZE (4UL << 20)
 #define JOB_MAPS_MAX 8192
+/* The layout agent's stack inside the job region: above the job, below shadow_finish's. */
+#define AGENT_LO (1UL << 20)
+#define AGENT_HI (2UL << 20)
 
 /* Everything the restore needs, in private memory that no window mapping covers. */
 struct shadow_job {
@@ -43,6 +46,49 @@ struct shadow_job {
     uint32_t n;
     struct rec_map maps[JOB_MAPS_MAX];
 };
+_Static_assert(sizeof(struct shadow_job) <= AGENT_LO, "the job overlaps the agent's stack");
+static int program_threads; /* threads of the program here (the agent is not one) */
+
+/* Which local thread runs which home thread (home tid: the executor's, the program's). */
+#define TIDS_MAX 1024
+static struct { long home, local; } tids[TIDS_MAX];
+
+void shadow_tid_add(long home_tid, long tid)
+{
+    for (int i = 0; i < TIDS_MAX; i++) {
+        long free_ = 0;
+        if (__atomic_compare_exchange_n(&tids[i].home, &free_, -1, 0, __ATOMIC_SEQ_CST,
+                                        __ATOMIC_SEQ_CST)) {
+            __atomic_store_n(&tids[i].local, tid, __ATOMIC_SEQ_CST);
+            __atomic_store_n(&tids[i].home, home_tid, __ATOMIC_SEQ_CST);
+            return;
+        }
+    }
+}
+
+void shadow_tid_drop(long home_tid)
+{
+    for (int i = 0; i < TIDS_MAX; i++)
+        if (__atomic_load_n(&tids[i].home, __ATOMIC_SEQ_CST) == home_tid)
+            __atomic_store_n(&tids[i].home, 0, __ATOMIC_SEQ_CST);
+}
+
+/* shadow_tid_of: the local tid of home_tid, or 0 if it does not run here. */
+long shadow_tid_of(long home_tid)
+{
+    for (int i = 0; i < TIDS_MAX; i++)
+        if (home_tid > 0 && __atomic_load_n(&tids[i].home, __ATOMIC_SEQ_CST) == home_tid)
+            return __atomic_load_n(&tids[i].local, __ATOMIC_SEQ_CST);
+    return 0;
+}
+
+/* shadow_threads_add: n more (or fewer) threads of the program run here. The agent keeps
+ * the process alive: when the last program thread is gone the shadow ends. */
+void shadow_threads_add(int n)
+{
+    if (!__atomic_add_fetch(&program_threads, n, __ATOMIC_SEQ_CST))
+        sys1(SYS_exit_group, 0);
+}
 
 static int is_err(long r) { return r < 0 && r > -4096; }
 static uint64_t pgup(uint64_t x) { return (x + PAGE - 1) & ~(uint64_t)(PAGE - 1); }
@@ -151,6 +197,10 @@ static void shadow_finish(void *arg)
         die("offload-shim: shadow: no signal stack\n");
     shim_self.slot = slot;
     altstack_set_owner(slot, (int)sys0(SYS_getpid), (int)sys0(SYS_gettid));
+    if (!shim_win.fake && push_agent_start((char *)j + AGENT_LO, (char *)j + AGENT_HI) < 0)
+        die("offload-shim: shadow: cannot start the layout agent\n");
+    shadow_threads_add(1);
+    shadow_tid_add(home_tid, sys0(SYS_gettid));
     if (shim_arm_thread() < 0)
         die("offload-shim: shadow: cannot arm syscall user dispatch\n");
     shim_trap(OFFLOAD_SYS_RESUME, (long)&j->ctx);
@@ -305,12 +355,15 @@ long shadow_fork_home(const ucontext_t *uc, long flags, long ptid, long ctid, lo
 long shadow_thread_exit(const long *a)
 {
     int slot = shim_self.slot;
+    shadow_tid_drop(shim_self.home_tid);
     forward(SYS_exit, a);
+    shadow_threads_add(-1);
     return thread_exit_as(a[0], slot, 0);
 }
 
-/* replay: make [lo, hi) here what the executor says it is at home. */
-static void replay(const struct layout_req *q)
+/* layout_replay: make [lo, hi) here what the home says it is (an executor's reply, or a
+ * change pushed to the agent, push.c). */
+void layout_replay(const struct layout_req *q)
 {
     uint64_t saved, x = q->lo;
     layout_lock(&saved);
@@ -356,8 +409,10 @@ static long forward_layout(long nr, const long *a)
     q->nr = nr;
     shim_copy(q->args, a, sizeof q->args);
     layout_range(nr, a, q);
+    q->pushed = 0;
     r = forward(OFFLOAD_SYS_LAYOUT, fa); /* the executor sets lo/hi of an mmap */
-    replay(q);
+    if (!q->pushed) /* else the agent applied it before the call returned */
+        layout_replay(q);
     return r;
 }
 

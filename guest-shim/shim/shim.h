@@ -235,9 +235,34 @@ struct layout_req {
     long nr, args[6];
     uint64_t lo, hi; /* range the reply describes */
     uint32_t n, more; /* entries; more: the range had more than LAYOUT_REPLY_MAX */
+    uint32_t pushed, reserved; /* pushed: every shadow (the caller's too) has it already */
     struct wmap e[LAYOUT_REPLY_MAX];
 };
 long exec_layout(struct layout_req *q, ucontext_t *uc) HIDDEN; /* migrate.c, executor side */
+void layout_replay(const struct layout_req *q) HIDDEN;          /* shadow.c */
+void shadow_threads_add(int n) HIDDEN; /* shadow.c: program threads here (0: exit_group) */
+
+/* push.c: layout changes at home pushed to every shadow; the shadow's agent */
+extern int shim_pushing HIDDEN, shim_push_possible HIDDEN;
+void push_lock(uint64_t *saved) HIDDEN;
+void push_unlock(const uint64_t *saved) HIDDEN;
+void push_after_fork(void) HIDDEN;
+void layout_describe(struct layout_req *q, uint64_t lo, uint64_t hi) HIDDEN;
+long home_layout_call(long nr, const long *a) HIDDEN;
+int push_agent_start(char *stack_lo, char *stack_hi) HIDDEN;
+/* A signal for a thread of the process that runs on another node, pushed to its shadows
+ * (the bytes of an OFFLOAD_IOC_PUSH, told apart from a layout_req by mark). */
+#define SIG_PUSH_MARK 0x4f4c5349474e414cL /* "LANGISLO" */
+struct sig_push {
+    long mark;
+    uint32_t home_tid, signo;
+    struct ksigaction act; /* the handler as installed at home */
+    uint8_t info[48];      /* the start of its siginfo_t (EXEC_WAIT's record) */
+};
+void push_signal(const struct sig_push *p) HIDDEN;
+void shadow_tid_add(long home_tid, long tid) HIDDEN; /* shadow.c: home tid -> local tid */
+void shadow_tid_drop(long home_tid) HIDDEN;
+long shadow_tid_of(long home_tid) HIDDEN;
 
 /* stats.c: counters of marked mode */
 struct shim_mstats {

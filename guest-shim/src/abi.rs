@@ -124,7 +124,8 @@ pub struct ExecCall {
     pub token: u64,
     /// The caller's node.
     pub src_node: u32,
-    pub reserved: u32,
+    /// In: `OFFLOAD_EXEC_SIGNALS` (signals handed out as records; `offload serve` sets 0).
+    pub flags: u32,
     /// The caller's record: home node, home tid, number, arguments.
     pub node: u32,
     pub tid: u32,

@@ -1,23 +1,27 @@
 /*
  * tests/guest/signals.c: e2e program for signals to an offloaded thread (issue 5, item 5).
  *
- * Four checks, each printing one "signals: NAME=ok" line or "signals: NAME=FAIL ..." (exit 1):
+ * Five checks, each printing one "signals: NAME=ok" line or "signals: NAME=FAIL ..." (exit 1):
  *  - eintr: a SIGALRM handler without SA_RESTART; alarm(1); a read on an empty pipe must
  *    return -1 with EINTR after the handler ran once;
  *  - restart: the same with SA_RESTART, the handler writes one byte into the pipe: the read
  *    is restarted and returns that byte;
  *  - kill: SIGUSR1 sent to the process (kill(getpid())) runs its handler before kill returns
  *    to the caller's next call;
- *  - mask: SIGUSR2 blocked, sent, seen in sigpending, delivered when unblocked.
+ *  - mask: SIGUSR2 blocked, sent, seen in sigpending, delivered when unblocked;
+ *  - compute: a child sends SIGUSR1 while the thread computes (no system call): the handler
+ *    interrupts the thread itself, on its own stack (within 1 MiB of main's frame), with
+ *    the sender's pid in si_pid. For a thread on b this means the handler runs on b.
  * The output is the same wherever the thread runs (unmarked, marked at home, `--on b`).
  *
- * Usage: ot-signals      Output: the four lines, then "signals: done handled=N".
+ * Usage: ot-signals      Output: the five lines, then "signals: done handled=N".
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 static int pipefd[2];
@@ -133,12 +137,60 @@ static int check_mask(void)
 	return 0;
 }
 
+static volatile sig_atomic_t computed_by;
+static volatile unsigned long handler_frame;
+
+static void on_usr1_info(int sig, siginfo_t *si, void *uc)
+{
+	char here;
+	(void)sig;
+	(void)uc;
+	handler_frame = (unsigned long)&here;
+	computed_by = si->si_pid;
+	handled++;
+}
+
+static int check_compute(void)
+{
+	struct sigaction sa;
+	char here;
+	unsigned long spins = 0, dist;
+	pid_t child;
+	int status;
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_sigaction = on_usr1_info;
+	sa.sa_flags = SA_SIGINFO;
+	if (sigaction(SIGUSR1, &sa, NULL))
+		return fail("compute", "sigaction");
+	child = fork();
+	if (child < 0)
+		return fail("compute", "fork");
+	if (child == 0) {
+		usleep(300000);
+		kill(getppid(), SIGUSR1);
+		_exit(0);
+	}
+	while (!computed_by && spins < (1UL << 40))
+		spins++;
+	if (waitpid(child, &status, 0) != child)
+		return fail("compute", "waitpid");
+	if (computed_by != child)
+		return fail("compute", "si_pid is not the sender's");
+	dist = handler_frame > (unsigned long)&here ? handler_frame - (unsigned long)&here
+						    : (unsigned long)&here - handler_frame;
+	if (dist > (1UL << 20))
+		return fail("compute", "the handler did not interrupt the computing thread");
+	printf("signals: compute=ok\n");
+	return 0;
+}
+
 int main(void)
 {
 	setvbuf(stdout, NULL, _IONBF, 0);
 	if (pipe(pipefd))
 		return fail("pipe", "pipe");
-	if (check_eintr() || check_restart() || check_kill() || check_mask())
+	if (check_eintr() || check_restart() || check_kill() || check_mask() || check_compute())
 		return 1;
 	printf("signals: done handled=%d\n", (int)handled);
 	return 0;

@@ -52,6 +52,8 @@ fn script_a() -> String {
          echo marked-$($T offload run -- ot-threads)\n\
          echo remote-$($T offload run --on b -- ot-threads)\n\
          echo split-$($T offload run --place 1=b,2=b -- ot-threads)\n\
+         echo layout-local-$($T ot-layout)\n\
+         echo layout-split-$($T offload run --place 1=b -- ot-layout)\n\
          $T offload run --on b -- ot-forkexec > /tmp/fe.out 2>&1; echo forkexec-status=$?\n\
          sed \"s/^/fe| /\" /tmp/fe.out\n\
          mkfifo /tmp/vin; sleep 1000 > /tmp/vin & S=$!\n\
@@ -95,6 +97,23 @@ wait $B
 fn has(line: &str) {
     let out = run();
     assert!(out.contains(line), "missing `{line}` in:\n{out}");
+}
+
+/// Proves that layout changes made at home reach a thread on another node (issue 5, item 2):
+/// ot-layout's main thread stays in a and, each round, maps a region, unmaps half of it,
+/// grows it back with mremap, fills it and makes it read-only; its worker thread, started
+/// on b by `--place 1=b`, sums the region. Without every change applied in b's shadow
+/// before the call returns in a, the worker reads another round's values or dies of
+/// SIGSEGV. The same line as a local run, and no fallback to running the thread at home.
+#[test]
+fn layout_changes_made_at_home_reach_a_thread_on_b() {
+    has("a| layout-local-layout: rounds=20 sum=1725022371840 ok");
+    has("a| layout-split-layout: rounds=20 sum=1725022371840 ok");
+    let out = run();
+    assert!(
+        !out.contains("could not start a thread on its node"),
+        "{out}"
+    );
 }
 
 /// Proves that an offloaded thread's file-system calls run in the home VM: the tree, the file
