@@ -3,7 +3,7 @@
  * guestmsg.c: guest-to-guest messages between offload drivers (docs/offload-threads.md,
  * "Interfaces for migration and shadows (v1)"): sending one (request GUEST_MSG and its
  * answer), answering one (request GUEST_MSG_RET) and taking one in (event GUEST_MSG_IN),
- * which is checked here and handed by kind to spawn.c (SPAWN), shadow.c (KILL) or
+ * which is checked here and handed by kind to spawn.c (SPAWN), shadow.c (KILL, GONE) or
  * push.c (PUSH). Every
  * message gets exactly one answer: bad input from the device (short payload, reserved bits,
  * unknown kind) is logged, rate-limited, and refused with -EINVAL or -EOPNOTSUPP, so the
@@ -96,6 +96,9 @@ void offload_evt_guest_msg_in(struct offload_dev *od, const struct offload_wire_
 		break;
 	case OFFLOAD_MSG_KILL:
 		offload_msg_kill_in(od, src, token, body, blen);
+		break;
+	case OFFLOAD_MSG_GONE:
+		offload_msg_gone_in(od, src, token, body, blen);
 		break;
 	case OFFLOAD_MSG_PUSH:
 		offload_msg_push_in(od, src, token, body, blen);

@@ -58,6 +58,7 @@
 #define OFFLOAD_MSG_SPAWN 1
 #define OFFLOAD_MSG_KILL 2
 #define OFFLOAD_MSG_PUSH 3
+#define OFFLOAD_MSG_GONE 4
 
 /* The window's page size (WINDOW_INFO must say so; the driver maps it with PAGE_SIZE pages). */
 #define OFFLOAD_WINDOW_PAGE 4096u
@@ -166,7 +167,7 @@ struct offload_wire_spawn {
 	__le32 gid;
 } __packed;
 
-/* KILL body, 8 bytes. */
+/* KILL body (and GONE's: the shadow of home_pid died of signal signo), 8 bytes. */
 struct offload_wire_kill {
 	__le32 home_pid;
 	__le32 signo;
@@ -390,6 +391,7 @@ struct offload_proc {
 	u32 home_pid;
 	u64 nodes;
 	struct pid *pid;		/* the process (thread group) that spawned or attached */
+	bool ended_by_home;		/* shadow: a KILL or the home's loss ends it */
 };
 
 /*
@@ -521,6 +523,7 @@ void offload_msg_spawn_in(struct offload_dev *od, u32 src, u64 token, const u8 *
 			  u32 blen);
 long offload_ioc_spawn(struct offload_file *of, void __user *uarg);
 void offload_spawn_release(struct offload_dev *od, u32 home_pid, u64 nodes);
+void offload_spawn_gone(struct offload_dev *od, u32 home_node, u32 home_pid, u32 signo);
 bool offload_spawn_attached(struct offload_dev *od, u32 src, u32 home_pid, u32 home_tid,
 			    u64 *token);
 
@@ -534,6 +537,8 @@ int offload_proc_mark_home(struct offload_file *of, u32 node, u64 *had);
 void offload_proc_unmark_node(struct offload_file *of, u32 node);
 void offload_proc_release(struct offload_file *of);
 void offload_procs_node_lost(struct offload_dev *od, u32 node);
+void offload_msg_gone_in(struct offload_dev *od, u32 src, u64 token, const u8 *body,
+			 u32 blen);
 
 /* push.c */
 void offload_push_file_init(struct offload_file *of);

@@ -8,7 +8,8 @@
  * fd carries an attachment across exec. Here too: the guest message KILL (signal every
  * shadow of a home process), the loss of a node (SIGKILL to every home with threads there
  * and every shadow whose home it was, logged), the release of a marked file (a home's
- * nodes get KILLs, spawn.c), and OFFLOAD_IOC_PS.
+ * nodes get KILLs, spawn.c; a shadow that died of a signal on its own sends GONE), the
+ * guest message GONE (the home process ends too, logged), and OFFLOAD_IOC_PS.
  *
  * Locking: od->proc_lock (a spinlock, process context only) guards od->procs and every
  * file's struct offload_proc. Signals are sent under it (kill_pid does not sleep), so a
@@ -21,6 +22,7 @@
 #include <linux/sched/signal.h>
 #include <linux/signal.h>
 #include <linux/slab.h>
+#include <linux/string.h>
 #include <linux/uaccess.h>
 #include <asm/unaligned.h>
 
@@ -55,6 +57,7 @@ static void offload_proc_mark(struct offload_file *of, u32 role, u32 home_node, 
 	p->home_node = home_node;
 	p->home_pid = home_pid;
 	p->nodes = 0;
+	p->ended_by_home = false;
 	p->pid = get_pid(task_tgid(current));
 	list_add_tail(&p->link, &of->od->procs);
 }
@@ -116,25 +119,46 @@ void offload_proc_unmark_node(struct offload_file *of, u32 node)
 }
 
 /*
+ * offload_shadow_death: the signal the shadow process @p died of (proc_lock held), or 0:
+ * it exited, its home ended it (KILL, the home's loss), or the file is released elsewhere
+ * than in the exit of its last thread (no death to speak of).
+ */
+static u32 offload_shadow_death(struct offload_proc *p)
+{
+	int code;
+
+	if (p->ended_by_home || !(current->flags & PF_EXITING) || task_tgid(current) != p->pid)
+		return 0;
+	code = current->signal->group_exit_code ? current->signal->group_exit_code :
+		current->exit_code;
+	return code & 0x7f;
+}
+
+/*
  * offload_proc_release: @of is being released: it leaves the marked files; a home's nodes
  * get a KILL each (the shadows of a process that ended have nothing left to do).
  */
 void offload_proc_release(struct offload_file *of)
 {
 	struct offload_proc *p = &of->proc;
-	u32 role, home_pid;
+	u32 role, home_pid, home_node, died = 0;
 	struct pid *pid;
 	u64 nodes;
 
 	spin_lock(&of->od->proc_lock);
 	role = p->role;
 	home_pid = p->home_pid;
+	home_node = p->home_node;
 	nodes = p->nodes;
+	if (role == OFFLOAD_ROLE_SHADOW)
+		died = offload_shadow_death(p);
 	pid = role ? offload_proc_unlink(p) : NULL;
 	spin_unlock(&of->od->proc_lock);
 	put_pid(pid);
 	if (role == OFFLOAD_ROLE_HOME && nodes)
 		offload_spawn_release(of->od, home_pid, nodes);
+	if (died)
+		offload_spawn_gone(of->od, home_node, home_pid, died);
 }
 
 /*
@@ -169,19 +193,27 @@ long offload_ioc_shadow_attach(struct offload_file *of, void __user *uarg)
 	return err;
 }
 
+/* offload_proc_comm: @p's process name (TASK_COMM_LEN bytes at @comm), "?" once it is gone. */
+static void offload_proc_comm(struct offload_proc *p, char *comm)
+{
+	struct task_struct *task;
+
+	strscpy(comm, "?", TASK_COMM_LEN);
+	rcu_read_lock();
+	task = pid_task(p->pid, PIDTYPE_TGID);
+	if (task)
+		__get_task_comm(comm, TASK_COMM_LEN, task);
+	rcu_read_unlock();
+}
+
 /* offload_proc_kill: send @signo to @p's process; logs @why (rate-limited) if it is not NULL. */
 static void offload_proc_kill(struct offload_dev *od, struct offload_proc *p, int signo,
 			      const char *why, u32 node)
 {
-	char comm[TASK_COMM_LEN] = "?";
-	struct task_struct *task;
+	char comm[TASK_COMM_LEN];
 
 	if (why) {
-		rcu_read_lock();
-		task = pid_task(p->pid, PIDTYPE_TGID);
-		if (task)
-			get_task_comm(comm, task);
-		rcu_read_unlock();
+		offload_proc_comm(p, comm);
 		dev_warn_ratelimited(&od->vdev->dev,
 				     "node %u lost: SIGKILL to pid %d (%s): %s %u there\n", node,
 				     pid_nr(p->pid), comm, why,
@@ -216,6 +248,7 @@ void offload_msg_kill_in(struct offload_dev *od, u32 src, u64 token, const u8 *b
 	list_for_each_entry(p, &od->procs, link) {
 		if (p->role != OFFLOAD_ROLE_SHADOW || p->home_node != src || p->home_pid != home_pid)
 			continue;
+		p->ended_by_home = true;
 		offload_proc_kill(od, p, signo, NULL, src);
 		hits++;
 	}
@@ -224,6 +257,65 @@ void offload_msg_kill_in(struct offload_dev *od, u32 src, u64 token, const u8 *b
 		dev_info_ratelimited(&od->vdev->dev,
 				     "KILL from node %u: signal %u to %u shadow(s) of pid %u\n", src,
 				     signo, hits, home_pid);
+	offload_msg_reply(od, token, hits ? 0 : -ESRCH);
+}
+
+/*
+ * offload_gone_signal: what the home process gets when its shadow died of @signo: the
+ * same signal if it would end the process here too (default action), else SIGKILL (a
+ * handler here cannot stand in for the thread that died there). proc_lock held.
+ */
+static int offload_gone_signal(struct offload_proc *p, u32 signo)
+{
+	struct task_struct *task;
+	int sig = SIGKILL;
+
+	if (!valid_signal(signo) || !signo || !sig_kernel_coredump(signo))
+		return SIGKILL;
+	rcu_read_lock();
+	task = pid_task(p->pid, PIDTYPE_TGID);
+	if (task && task->sighand->action[signo - 1].sa.sa_handler == SIG_DFL)
+		sig = signo;
+	rcu_read_unlock();
+	return sig;
+}
+
+/*
+ * offload_msg_gone_in: a GONE from node @src (event work): the shadow of our process
+ * home_pid there died of a signal; the process ends here too, with that signal when it
+ * would end it, logged. Answer 0, -ESRCH (no such home), or -EINVAL (bad body).
+ */
+void offload_msg_gone_in(struct offload_dev *od, u32 src, u64 token, const u8 *body,
+			 u32 blen)
+{
+	const struct offload_wire_kill *w = (const void *)body;
+	char comm[TASK_COMM_LEN];
+	unsigned int hits = 0;
+	struct offload_proc *p;
+	u32 home_pid, signo;
+	int sig;
+
+	if (blen != sizeof(*w) || src >= OFFLOAD_MAX_NODES) {
+		offload_msg_reply(od, token, -EINVAL);
+		return;
+	}
+	home_pid = get_unaligned_le32(&w->home_pid);
+	signo = get_unaligned_le32(&w->signo);
+	spin_lock(&od->proc_lock);
+	list_for_each_entry(p, &od->procs, link) {
+		if (p->role != OFFLOAD_ROLE_HOME || p->home_pid != home_pid ||
+		    !(p->nodes & BIT_ULL(src)))
+			continue;
+		sig = offload_gone_signal(p, signo);
+		offload_proc_comm(p, comm);
+		dev_warn_ratelimited(&od->vdev->dev,
+				     "pid %u (%s): its shadow on node %u died of signal %u: signal %d\n",
+				     home_pid, comm, src, signo, sig);
+		kill_pid(p->pid, sig, 1);
+		hits++;
+		break;
+	}
+	spin_unlock(&od->proc_lock);
 	offload_msg_reply(od, token, hits ? 0 : -ESRCH);
 }
 
@@ -242,6 +334,7 @@ void offload_procs_node_lost(struct offload_dev *od, u32 node)
 			offload_proc_kill(od, p, SIGKILL, "it has threads on node", node);
 			p->nodes &= ~BIT_ULL(node);
 		} else if (p->role == OFFLOAD_ROLE_SHADOW && p->home_node == node) {
+			p->ended_by_home = true;
 			offload_proc_kill(od, p, SIGKILL, "it is the shadow of pid", node);
 		}
 	}

@@ -6,7 +6,8 @@
  * Home side: OFFLOAD_IOC_SPAWN marks the caller's file as a home with threads on the target
  * node (shadow.c keeps the marks) *before* the message goes out, so that the loss of that
  * node while the answer is awaited kills the process as well; a definite refusal takes the
- * mark back. When a home's file is released, one KILL (SIGKILL) per node it spawned on is
+ * mark back. A shadow that dies of a signal on its own sends GONE to its home (queued
+ * like the KILLs). When a home's file is released, one KILL (SIGKILL) per node it spawned on is
  * queued for kill_work, which sends them one by one and logs failures: the process is gone,
  * nobody waits for these answers.
  *
@@ -50,9 +51,11 @@ struct offload_spawn_job {
 	u64 rec_len;
 };
 
-/* A KILL this node sends: signo to the shadows of home_pid on node. */
+/* A KILL this node sends (signo to the shadows of home_pid on node), or a GONE (the
+ * shadow of home_pid here died of signo). */
 struct offload_kill_job {
 	struct list_head link;
+	u32 kind;
 	u32 node;
 	u32 home_pid;
 	u32 signo;
@@ -369,6 +372,32 @@ long offload_ioc_spawn(struct offload_file *of, void __user *uarg)
 	return err;
 }
 
+/* offload_kill_queue: queue message @kind {@home_pid, @signo} to @node for kill_work. */
+static void offload_kill_queue(struct offload_dev *od, u32 kind, u32 node, u32 home_pid,
+			       u32 signo)
+{
+	struct offload_kill_job *job = kzalloc(sizeof(*job), GFP_KERNEL);
+
+	if (!job) {
+		dev_warn_ratelimited(&od->vdev->dev,
+				     "no memory to send %s of pid %u to node %u\n",
+				     kind == OFFLOAD_MSG_KILL ? "KILL" : "GONE", home_pid, node);
+		return;
+	}
+	job->kind = kind;
+	job->node = node;
+	job->home_pid = home_pid;
+	job->signo = signo;
+	spin_lock_irq(&od->lock);
+	if (!od->dead) {
+		list_add_tail(&job->link, &od->kill_jobs);
+		queue_work(system_unbound_wq, &od->kill_work);
+		job = NULL;
+	}
+	spin_unlock_irq(&od->lock);
+	kfree(job);
+}
+
 /*
  * offload_spawn_release: a home's file is released: queue KILL (SIGKILL) of @home_pid for
  * every node in @nodes. Without memory or device, the shadows stay (logged): their node
@@ -376,32 +405,23 @@ long offload_ioc_spawn(struct offload_file *of, void __user *uarg)
  */
 void offload_spawn_release(struct offload_dev *od, u32 home_pid, u64 nodes)
 {
-	struct offload_kill_job *job;
 	unsigned int node;
 
-	for_each_set_bit(node, (unsigned long *)&nodes, OFFLOAD_MAX_NODES) {
-		job = kzalloc(sizeof(*job), GFP_KERNEL);
-		if (!job) {
-			dev_warn_ratelimited(&od->vdev->dev,
-					     "no memory to KILL the shadow of pid %u on node %u\n",
-					     home_pid, node);
-			continue;
-		}
-		job->node = node;
-		job->home_pid = home_pid;
-		job->signo = SIGKILL;
-		spin_lock_irq(&od->lock);
-		if (!od->dead) {
-			list_add_tail(&job->link, &od->kill_jobs);
-			queue_work(system_unbound_wq, &od->kill_work);
-			job = NULL;
-		}
-		spin_unlock_irq(&od->lock);
-		kfree(job);
-	}
+	for_each_set_bit(node, (unsigned long *)&nodes, OFFLOAD_MAX_NODES)
+		offload_kill_queue(od, OFFLOAD_MSG_KILL, node, home_pid, SIGKILL);
 }
 
-/* offload_kill_send: send one KILL and log what went wrong. */
+/*
+ * offload_spawn_gone: a shadow of (@home_node, @home_pid) died of @signo, not at its
+ * home's request: the home is told (GONE), so the process ends there too instead of
+ * waiting for a thread that is gone.
+ */
+void offload_spawn_gone(struct offload_dev *od, u32 home_node, u32 home_pid, u32 signo)
+{
+	offload_kill_queue(od, OFFLOAD_MSG_GONE, home_node, home_pid, signo);
+}
+
+/* offload_kill_send: send one KILL or GONE and log what went wrong. */
 static void offload_kill_send(struct offload_dev *od, const struct offload_kill_job *job)
 {
 	struct offload_wire_kill w = {
@@ -410,7 +430,14 @@ static void offload_kill_send(struct offload_dev *od, const struct offload_kill_
 	};
 	int err;
 
-	err = offload_guest_msg(od, job->node, OFFLOAD_MSG_KILL, &w, sizeof(w));
+	err = offload_guest_msg(od, job->node, job->kind, &w, sizeof(w));
+	if (job->kind == OFFLOAD_MSG_GONE) {
+		if (err && err != -ENODEV && err != -ESRCH)
+			dev_warn_ratelimited(&od->vdev->dev,
+					     "GONE of pid %u's shadow to node %u failed: %d\n",
+					     job->home_pid, job->node, err);
+		return;
+	}
 	if (err == -ESRCH)
 		dev_info_ratelimited(&od->vdev->dev,
 				     "KILL of pid %u's shadows on node %u: none there\n",
@@ -421,7 +448,7 @@ static void offload_kill_send(struct offload_dev *od, const struct offload_kill_
 				     job->home_pid, job->node, err);
 }
 
-/* offload_kill_work: send every queued KILL, one by one (a kworker: no signal ends a wait). */
+/* offload_kill_work: send every queued KILL and GONE, one by one (a kworker: no signal ends a wait). */
 static void offload_kill_work(struct work_struct *work)
 {
 	struct offload_dev *od = container_of(work, struct offload_dev, kill_work);

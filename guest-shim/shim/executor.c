@@ -44,6 +44,7 @@ long executor_open(int nonblock)
     }
     if (!nonblock)
         sys3(SYS_fcntl, fd, F_SETFL, O_RDWR);
+    fd_guard_add((int)fd);
     return fd;
 }
 
@@ -151,8 +152,10 @@ static long exec_exit(const struct executor *ex, const struct offload_exec_call 
 {
     struct offload_exec_done d = {.token = c->token, .ret = 0};
     sys3(SYS_ioctl, ex->fd, OFFLOAD_IOC_EXEC_DONE, &d);
-    if (!ex->keep_fd)
+    if (!ex->keep_fd) {
+        fd_guard_drop(ex->fd);
         sys1(SYS_close, ex->fd);
+    }
     return thread_exit_as((long)c->args[0], ex->slot, shim_self.clear_tid);
 }
 

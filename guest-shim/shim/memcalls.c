@@ -284,28 +284,85 @@ long mem_futex(const long *a)
     return shim_sys6(SYS_futex, a[0], op, a[2], a[3], a[4], a[5]);
 }
 
-/* ---- the window fd is the shim's: the program may not close or replace it ---- */
+/* ---- the shim's fds (the window's, the executors' files) are not the program's: it may
+ * not close or replace them (a close_range of "every fd" would otherwise end the
+ * executors, and with the window fd the process's memory) ---- */
+
+#define GUARD_MAX 256
+static int guard_fds[GUARD_MAX]; /* fd + 1; 0: free */
+
+void fd_guard_add(int fd)
+{
+    for (int i = 0; i < GUARD_MAX; i++) {
+        int free_ = 0;
+        if (__atomic_compare_exchange_n(&guard_fds[i], &free_, fd + 1, 0, __ATOMIC_SEQ_CST,
+                                        __ATOMIC_SEQ_CST))
+            return;
+    }
+}
+
+void fd_guard_drop(int fd)
+{
+    for (int i = 0; i < GUARD_MAX; i++)
+        if (__atomic_load_n(&guard_fds[i], __ATOMIC_SEQ_CST) == fd + 1)
+            __atomic_store_n(&guard_fds[i], 0, __ATOMIC_SEQ_CST);
+}
+
+static int guarded(unsigned long fd)
+{
+    if (shim_win.fd >= 0 && fd == (unsigned long)shim_win.fd)
+        return 1;
+    for (int i = 0; i < GUARD_MAX; i++)
+        if ((unsigned long)__atomic_load_n(&guard_fds[i], __ATOMIC_SEQ_CST) == fd + 1)
+            return 1;
+    return 0;
+}
+
+/* next_guarded: the smallest guarded fd in [lo, hi], or hi + 1 (hi < ~0UL). */
+static unsigned long next_guarded(unsigned long lo, unsigned long hi)
+{
+    unsigned long best = hi + 1;
+    if (shim_win.fd >= 0 && (unsigned long)shim_win.fd >= lo &&
+        (unsigned long)shim_win.fd < best)
+        best = (unsigned long)shim_win.fd;
+    for (int i = 0; i < GUARD_MAX; i++) {
+        unsigned long f = (unsigned long)__atomic_load_n(&guard_fds[i], __ATOMIC_SEQ_CST);
+        if (f && f - 1 >= lo && f - 1 < best)
+            best = f - 1;
+    }
+    return best;
+}
+
+/* close_range_around: close_range(lo, hi, flags) on every fd but the guarded ones. */
+static long close_range_around(unsigned long lo, unsigned long hi, long flags)
+{
+    long r = 0;
+    if (hi == ~0UL)
+        hi = ~0U; /* the kernel's maximum: fds are unsigned int */
+    while (r == 0 && lo <= hi) {
+        unsigned long g = next_guarded(lo, hi);
+        if (g > lo)
+            r = shim_sys6(SYS_close_range, (long)lo, (long)(g - 1), flags, 0, 0, 0);
+        lo = g + 1;
+    }
+    return r;
+}
 
 long mem_fd_guard(long nr, const long *a)
 {
-    long fd = shim_win.fd;
     switch (nr) {
     case SYS_close:
-        if (a[0] == fd)
+        if (guarded((unsigned long)a[0]))
             return -9; /* EBADF: as if it were not open */
         break;
     case SYS_dup2:
     case SYS_dup3:
-        if (a[1] == fd)
+        if (guarded((unsigned long)a[1]))
             return -16; /* EBUSY, which Linux's dup2 may return */
         break;
     case SYS_close_range:
-        if (a[0] <= fd && (unsigned long)a[1] >= (unsigned long)fd) {
-            long r = a[0] < fd ? shim_sys6(nr, a[0], fd - 1, a[2], 0, 0, 0) : 0;
-            if (r == 0 && (unsigned long)fd < (unsigned long)a[1])
-                r = shim_sys6(nr, fd + 1, a[1], a[2], 0, 0, 0);
-            return r;
-        }
+        if ((unsigned long)a[0] <= (unsigned long)a[1])
+            return close_range_around((unsigned long)a[0], (unsigned long)a[1], a[2]);
         break;
     }
     return shim_sys6(nr, a[0], a[1], a[2], a[3], a[4], a[5]);

@@ -211,8 +211,10 @@ static long spawn_and_serve(long node, uint64_t off, uint64_t len, int slot, uco
         shim_pushing = 1;
     push_unlock(saved);
     if (r < 0) {
-        if (fd >= 0)
+        if (fd >= 0) {
+            fd_guard_drop((int)fd);
             sys1(SYS_close, fd);
+        }
         return r;
     }
     executor_serve((int)fd, slot, uc);

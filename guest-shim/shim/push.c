@@ -29,6 +29,7 @@
  */
 #include "shim.h"
 #include <sched.h>
+#include <fcntl.h>
 #include <sys/mman.h>
 #include "../kmod/offload_abi.h"
 
@@ -91,9 +92,10 @@ void layout_describe(struct layout_req *q, uint64_t lo, uint64_t hi)
     }
 }
 
-/* push_range: [lo, hi) as it is now, to every shadow (push lock held). The driver kills
- * the process when a shadow could not apply it: nothing more to do here then. */
-static void push_range(uint64_t lo, uint64_t hi)
+/* push_range: [lo, hi) as it is now, to every shadow (push lock held), as the result of
+ * call nr(a) (a replay treats the gaps by it). The driver kills the process when a shadow
+ * could not apply it: nothing more to do here then. */
+static void push_range(long nr, const long *a, uint64_t lo, uint64_t hi)
 {
     static struct offload_push msg; /* the push lock serialises its users */
     struct layout_req *q = (struct layout_req *)msg.data;
@@ -103,11 +105,62 @@ static void push_range(uint64_t lo, uint64_t hi)
         layout_lock(&saved);
         layout_describe(q, lo, hi);
         layout_unlock(&saved);
+        q->nr = nr;
+        shim_copy(q->args, a, sizeof q->args);
         msg.len = sizeof *q;
         if (sys3(SYS_ioctl, shim_win.fd, OFFLOAD_IOC_PUSH, &msg) < 0)
             return;
         lo = q->hi;
     }
+}
+
+/* A file mapping made at home that is not window memory (read-only, or shared): each node
+ * maps the same file from its own identical image. */
+#define FILE_PUSH_MARK 0x454c49464c4f4cL /* "LOLFILE" */
+struct file_push {
+    long mark;
+    uint64_t addr, len, off;
+    uint32_t prot, flags;
+    char path[512];
+};
+
+static int ends_with(const char *s, size_t n, const char *tail)
+{
+    size_t k = shim_strlen(tail);
+    if (n < k)
+        return 0;
+    for (size_t i = 0; i < k; i++)
+        if (s[n - k + i] != tail[i])
+            return 0;
+    return 1;
+}
+
+/* push_file: the file mapping [addr, addr+len) that mmap(a) made (push lock held). A file
+ * without a path (deleted, a memfd, a socket) or with a long one is not pushed: it stays
+ * unmapped on the other nodes (docs/offload-threads.md, "Pushes to every shadow"). */
+static void push_file(uint64_t addr, uint64_t len, const long *a)
+{
+    static struct offload_push msg;
+    struct file_push *f = (struct file_push *)msg.data;
+    char link[40] = "/proc/self/fd/", *p = link + 14;
+    long n, fd = a[4], div = 1;
+    shim_zero(&msg, sizeof msg);
+    while (fd / div >= 10)
+        div *= 10;
+    for (; div; div /= 10)
+        *p++ = (char)('0' + fd / div % 10);
+    n = sys4(SYS_readlinkat, -100 /* AT_FDCWD */, link, f->path, sizeof f->path - 1);
+    if (n <= 0 || n >= (long)sizeof f->path - 1 || f->path[0] != '/' ||
+        ends_with(f->path, (size_t)n, " (deleted)"))
+        return;
+    f->mark = FILE_PUSH_MARK;
+    f->addr = addr;
+    f->len = len;
+    f->off = (uint64_t)a[5];
+    f->prot = (uint32_t)a[2];
+    f->flags = (uint32_t)a[3];
+    msg.len = sizeof *f;
+    sys3(SYS_ioctl, shim_win.fd, OFFLOAD_IOC_PUSH, &msg);
 }
 
 /* push_changed: the ranges call nr(a) with result r changed, pushed. */
@@ -117,29 +170,31 @@ static void push_changed(long nr, const long *a, long r)
     switch (nr) {
     case SYS_mmap:
         if ((a[3] & MAP_FIXED) && !(a[3] & MAP_FIXED_NOREPLACE))
-            push_range(lo, lo + len); /* even a failed one may have unmapped the range */
+            push_range(nr, a, lo, lo + len); /* even a failed one may have unmapped the range */
         else if (!is_err(r))
-            push_range((uint64_t)r, (uint64_t)r + len);
+            push_range(nr, a, (uint64_t)r, (uint64_t)r + len);
+        if (!is_err(r) && !(a[3] & MAP_ANONYMOUS) && a[4] >= 0 && !layout_is_window((uint64_t)r))
+            push_file((uint64_t)r, len, a);
         return;
     case SYS_munmap:
         if (r == 0)
-            push_range(lo, lo + len);
+            push_range(nr, a, lo, lo + len);
         return;
     case SYS_mremap: {
         uint64_t nlen = pgup((uint64_t)a[2]);
         if (is_err(r))
             return;
         if ((uint64_t)r == lo) {
-            push_range(lo, lo + (nlen > len ? nlen : len));
+            push_range(nr, a, lo, lo + (nlen > len ? nlen : len));
         } else {
-            push_range(lo, lo + len);
-            push_range((uint64_t)r, (uint64_t)r + nlen);
+            push_range(nr, a, lo, lo + len);
+            push_range(nr, a, (uint64_t)r, (uint64_t)r + nlen);
         }
         return;
     }
     default: /* mprotect, pkey_mprotect: a partial one (ENOMEM) changed a part */
         if (r == 0 || r == -12)
-            push_range(lo, lo + len);
+            push_range(nr, a, lo, lo + len);
         return;
     }
 }
@@ -181,6 +236,34 @@ void push_signal(const struct sig_push *p)
 }
 
 /* ---- shadow side: the agent ---- */
+
+/* agent_file: a file mapping made at home, made here from this node's copy of the file.
+ * One that cannot be made is logged and left unmapped (a thread here that touches it gets
+ * SIGSEGV); a shared writable one cannot be coherent between nodes and is left too. */
+static long agent_file(const struct offload_push *m)
+{
+    const struct file_push *f = (const struct file_push *)m->data;
+    long fd, r;
+    if (m->len != sizeof *f || f->path[sizeof f->path - 1] || !f->len ||
+        ((f->addr | f->len) & (PAGE - 1)))
+        return -22;
+    if ((f->flags & MAP_TYPE) != MAP_PRIVATE && (f->prot & PROT_WRITE)) {
+        shim_say_kmsg("offload-shim: shadow: a shared writable file mapping is not made here:");
+        shim_say_kmsg(f->path);
+        return 0;
+    }
+    fd = sys4(SYS_openat, -100 /* AT_FDCWD */, f->path, O_RDONLY | O_CLOEXEC_, 0);
+    r = fd < 0 ? fd
+               : shim_sys6(SYS_mmap, (long)f->addr, (long)f->len, f->prot,
+                           MAP_PRIVATE | MAP_FIXED, fd, (long)f->off);
+    if (fd >= 0)
+        sys1(SYS_close, fd);
+    if (is_err(r)) {
+        shim_say_kmsg("offload-shim: shadow: cannot map a file the home mapped:");
+        shim_say_kmsg(f->path);
+    }
+    return 0;
+}
 
 /* agent_signal: a pushed signal; raised here if its thread is one of ours. */
 static long agent_signal(const struct offload_push *m)
@@ -241,6 +324,8 @@ static void agent_main(void *arg)
         d.id = agent_msg.id;
         if (agent_msg.len >= 8 && *(const long *)agent_msg.data == SIG_PUSH_MARK)
             d.status = (int32_t)agent_signal(&agent_msg);
+        else if (agent_msg.len >= 8 && *(const long *)agent_msg.data == FILE_PUSH_MARK)
+            d.status = (int32_t)agent_file(&agent_msg);
         else if (req_ok(&agent_msg))
             layout_replay((const struct layout_req *)agent_msg.data);
         else

@@ -361,6 +361,17 @@ long shadow_thread_exit(const long *a)
     return thread_exit_as(a[0], slot, 0);
 }
 
+/* replay_gap: [lo, hi) holds no window memory at home after call q->nr: an mprotect
+ * changed the protection of what is there (a file mapping of the identical image); after
+ * any other call nothing is there. */
+static void replay_gap(const struct layout_req *q, uint64_t lo, uint64_t hi)
+{
+    if (q->nr == SYS_mprotect || q->nr == SYS_pkey_mprotect)
+        sys3(SYS_mprotect, lo, hi - lo, q->args[2]);
+    else
+        sys2(SYS_munmap, lo, hi - lo);
+}
+
 /* layout_replay: make [lo, hi) here what the home says it is (an executor's reply, or a
  * change pushed to the agent, push.c). */
 void layout_replay(const struct layout_req *q)
@@ -371,7 +382,7 @@ void layout_replay(const struct layout_req *q)
     for (uint32_t i = 0; i < q->n; i++) {
         const struct wmap *e = &q->e[i];
         if (e->addr > x)
-            sys2(SYS_munmap, x, e->addr - x);
+            replay_gap(q, x, e->addr);
         if (e->kind == WM_WIN)
             win_map(e->addr, e->len, (int)e->prot, e->off, MAP_FIXED);
         else
@@ -381,7 +392,7 @@ void layout_replay(const struct layout_req *q)
         x = e->addr + e->len;
     }
     if (!q->more && x < q->hi)
-        sys2(SYS_munmap, x, q->hi - x);
+        replay_gap(q, x, q->hi);
     layout_unlock(&saved);
 }
 

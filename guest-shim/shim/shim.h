@@ -172,6 +172,8 @@ long mem_madvise(const long *a) HIDDEN;
 long mem_brk(const long *a) HIDDEN;
 long mem_futex(const long *a) HIDDEN;
 long mem_fd_guard(long nr, const long *a) HIDDEN;
+void fd_guard_add(int fd) HIDDEN;  /* an fd of the shim's own (an executor's file) */
+void fd_guard_drop(int fd) HIDDEN; /* ... about to be closed by the shim */
 
 /* procmaps.c */
 struct pmap {

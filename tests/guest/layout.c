@@ -10,15 +10,23 @@
  * the sum back; the main thread checks it and unmaps the region (the next round's mmap
  * usually gets the same address: a node that missed the munmap and the mmap would still
  * show the old round's values there). Without the changes reaching b the worker reads
- * stale values or dies of SIGSEGV.
+ * stale values or dies of SIGSEGV. After the first round the main thread closes every fd
+ * above stderr with close_range, as daemons do: the shim's own files (the window's, the
+ * worker's executor's) must survive it. Last, the main thread maps its own program file
+ * read-only (a file mapping, not window memory: each node maps its identical copy) and the
+ * worker sums it too.
  *
- * Usage: ot-layout [-r ROUNDS]   Output: "layout: rounds=R sum=S ok" (or "... BAD round=K").
+ * Usage: ot-layout [-r ROUNDS]
+ * Output: "layout: rounds=R sum=S file=same ok" (or "... BAD round=K", "file=differs").
  */
 #define _GNU_SOURCE
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #define PAGES 16
@@ -26,7 +34,8 @@
 
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t changed = PTHREAD_COND_INITIALIZER;
-static unsigned long *region; /* published by main; NULL with stop set: the end */
+static unsigned long *region; /* published by main */
+static unsigned long region_words;
 static int published, answered, stop;
 static unsigned long answer;
 
@@ -48,9 +57,9 @@ static void *worker(void *arg)
 			return NULL;
 		}
 		seen = published;
-		unsigned long *p = region, sum = 0;
+		unsigned long *p = region, n = region_words, sum = 0;
 		pthread_mutex_unlock(&lock);
-		for (unsigned long i = 0; i < WORDS; i++)
+		for (unsigned long i = 0; i < n; i++)
 			sum += p[i];
 		pthread_mutex_lock(&lock);
 		answer = sum;
@@ -77,10 +86,47 @@ static unsigned long *map_round(int round)
 	return p;
 }
 
+/* hand: publish p (n words) as round, wait for the worker's sum. */
+static unsigned long hand(unsigned long *p, unsigned long n, int round)
+{
+	unsigned long sum;
+	pthread_mutex_lock(&lock);
+	region = p;
+	region_words = n;
+	published = round;
+	pthread_cond_broadcast(&changed);
+	while (answered != round)
+		pthread_cond_wait(&changed, &lock);
+	sum = answer;
+	pthread_mutex_unlock(&lock);
+	return sum;
+}
+
+/* file_round: the program file mapped read-only, summed here and by the worker. */
+static int file_round(int round)
+{
+	struct stat st;
+	int fd = open("/proc/self/exe", O_RDONLY);
+	unsigned long *p, n, want = 0, got;
+	if (fd < 0 || fstat(fd, &st) || st.st_size < 4096)
+		return -1;
+	n = (unsigned long)st.st_size / 4096 * 4096;
+	p = mmap(NULL, n, PROT_READ, MAP_PRIVATE, fd, 0);
+	close(fd);
+	if (p == MAP_FAILED)
+		return -1;
+	n /= sizeof(unsigned long);
+	for (unsigned long i = 0; i < n; i++)
+		want += p[i];
+	got = hand(p, n, round);
+	munmap(p, n * sizeof(unsigned long));
+	return got == want;
+}
+
 int main(int argc, char **argv)
 {
-	int rounds = 20, opt, bad = -1;
-	unsigned long total = 0;
+	int rounds = 20, opt, bad = -1, file;
+	unsigned long total = 0, got;
 	pthread_t t;
 
 	while ((opt = getopt(argc, argv, "r:")) != -1)
@@ -95,26 +141,27 @@ int main(int argc, char **argv)
 		}
 		for (unsigned long i = 0; i < WORDS; i++)
 			want += value(round, i);
-		pthread_mutex_lock(&lock);
-		region = p;
-		published = round;
-		pthread_cond_broadcast(&changed);
-		while (answered != round)
-			pthread_cond_wait(&changed, &lock);
-		if (answer != want && bad < 0)
+		got = hand(p, WORDS, round);
+		if (got != want && bad < 0)
 			bad = round;
-		total += answer;
-		pthread_mutex_unlock(&lock);
+		total += got;
 		munmap(p, PAGES * 4096);
+		if (round == 1 && syscall(SYS_close_range, 3, ~0U, 0)) {
+			perror("layout: close_range");
+			return 4;
+		}
 	}
+	file = file_round(rounds + 1);
 	pthread_mutex_lock(&lock);
 	stop = 1;
 	pthread_cond_broadcast(&changed);
 	pthread_mutex_unlock(&lock);
 	pthread_join(t, NULL);
+	printf("layout: rounds=%d sum=%lu file=%s", rounds, total,
+	       file < 0 ? "unmappable" : file ? "same" : "differs");
 	if (bad >= 0)
-		printf("layout: rounds=%d sum=%lu BAD round=%d\n", rounds, total, bad);
+		printf(" BAD round=%d\n", bad);
 	else
-		printf("layout: rounds=%d sum=%lu ok\n", rounds, total);
-	return bad >= 0;
+		printf("%s\n", file == 1 ? " ok" : "");
+	return bad >= 0 || file != 1;
 }
