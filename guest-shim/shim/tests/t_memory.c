@@ -3,7 +3,8 @@
  * brk growth and shrink (pages given back read zero again), large malloc (mmap path) and
  * realloc (mremap), mprotect and PROT_NONE reservations made writable later, partial
  * munmap, MADV_DONTNEED zeroing, MAP_SHARED anonymous memory shared with a fork child,
- * a fork child's private copy (its writes stay its own), malloc arenas of threads. */
+ * a fork child's private copy (its writes stay its own), malloc arenas of threads, and
+ * memory made after a close_range of every fd above stderr (the shim's fds must stay). */
 #define _GNU_SOURCE
 #include <pthread.h>
 #include <stdint.h>
@@ -11,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -139,6 +141,22 @@ static void test_arenas(void)
     printf("threads with malloc arenas: total=%ld\n", total);
 }
 
+static void test_close_range(void)
+{
+    size_t n = 1 << 20;
+    unsigned char *p;
+    int ok = syscall(SYS_close_range, 3, ~0U, 0) == 0;
+    p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    ok = ok && p != MAP_FAILED;
+    if (ok) {
+        memset(p, 7, n);
+        for (size_t i = 0; i < n && ok; i++)
+            ok = p[i] == 7;
+        ok = ok && munmap(p, n) == 0;
+    }
+    printf("close_range of every fd, then mmap: %s\n", ok ? "ok" : "BAD");
+}
+
 int main(void)
 {
     test_brk();
@@ -146,6 +164,7 @@ int main(void)
     test_mprotect();
     test_fork();
     test_arenas();
+    test_close_range();
     global_counter++;
     printf("done counter=%ld\n", global_counter);
     return 0;
