@@ -59,6 +59,7 @@
 #define OFFLOAD_MSG_KILL 2
 #define OFFLOAD_MSG_PUSH 3
 #define OFFLOAD_MSG_GONE 4
+#define OFFLOAD_GONE_FAILED 0	/* GONE's signo: the shadow exited with a failure status */
 
 /* The window's page size (WINDOW_INFO must say so; the driver maps it with PAGE_SIZE pages). */
 #define OFFLOAD_WINDOW_PAGE 4096u
@@ -167,7 +168,8 @@ struct offload_wire_spawn {
 	__le32 gid;
 } __packed;
 
-/* KILL body (and GONE's: the shadow of home_pid died of signal signo), 8 bytes. */
+/* KILL body (and GONE's: the shadow of home_pid died of signal signo, or failed: signo
+ * OFFLOAD_GONE_FAILED = 0, a nonzero exit status), 8 bytes. */
 struct offload_wire_kill {
 	__le32 home_pid;
 	__le32 signo;

@@ -119,19 +119,22 @@ void offload_proc_unmark_node(struct offload_file *of, u32 node)
 }
 
 /*
- * offload_shadow_death: the signal the shadow process @p died of (proc_lock held), or 0:
- * it exited, its home ended it (KILL, the home's loss), or the file is released elsewhere
- * than in the exit of its last thread (no death to speak of).
+ * offload_shadow_death: true when the home of the shadow process @p must hear how it ended
+ * (proc_lock held); *@signo is the signal it died of, or OFFLOAD_GONE_FAILED when it exited
+ * with a nonzero status (its shim could not resume the thread, or lost its home). False
+ * when it exited with 0 (its last thread ended), its home ended it (KILL, the home's loss),
+ * or the file is released elsewhere than in the exit of its last thread.
  */
-static u32 offload_shadow_death(struct offload_proc *p)
+static bool offload_shadow_death(struct offload_proc *p, u32 *signo)
 {
 	int code;
 
 	if (p->ended_by_home || !(current->flags & PF_EXITING) || task_tgid(current) != p->pid)
-		return 0;
+		return false;
 	code = current->signal->group_exit_code ? current->signal->group_exit_code :
 		current->exit_code;
-	return code & 0x7f;
+	*signo = (code & 0x7f) ? (code & 0x7f) : OFFLOAD_GONE_FAILED;
+	return code & 0xff7f;
 }
 
 /*
@@ -141,7 +144,8 @@ static u32 offload_shadow_death(struct offload_proc *p)
 void offload_proc_release(struct offload_file *of)
 {
 	struct offload_proc *p = &of->proc;
-	u32 role, home_pid, home_node, died = 0;
+	u32 role, home_pid, home_node, signo = 0;
+	bool died = false;
 	struct pid *pid;
 	u64 nodes;
 
@@ -151,14 +155,14 @@ void offload_proc_release(struct offload_file *of)
 	home_node = p->home_node;
 	nodes = p->nodes;
 	if (role == OFFLOAD_ROLE_SHADOW)
-		died = offload_shadow_death(p);
+		died = offload_shadow_death(p, &signo);
 	pid = role ? offload_proc_unlink(p) : NULL;
 	spin_unlock(&of->od->proc_lock);
 	put_pid(pid);
 	if (role == OFFLOAD_ROLE_HOME && nodes)
 		offload_spawn_release(of->od, home_pid, nodes);
 	if (died)
-		offload_spawn_gone(of->od, home_node, home_pid, died);
+		offload_spawn_gone(of->od, home_node, home_pid, signo);
 }
 
 /*
@@ -270,7 +274,7 @@ static int offload_gone_signal(struct offload_proc *p, u32 signo)
 	struct task_struct *task;
 	int sig = SIGKILL;
 
-	if (!valid_signal(signo) || !signo || !sig_kernel_coredump(signo))
+	if (!valid_signal(signo) || signo == OFFLOAD_GONE_FAILED || !sig_kernel_coredump(signo))
 		return SIGKILL;
 	rcu_read_lock();
 	task = pid_task(p->pid, PIDTYPE_TGID);
@@ -282,8 +286,8 @@ static int offload_gone_signal(struct offload_proc *p, u32 signo)
 
 /*
  * offload_msg_gone_in: a GONE from node @src (event work): the shadow of our process
- * home_pid there died of a signal; the process ends here too, with that signal when it
- * would end it, logged. Answer 0, -ESRCH (no such home), or -EINVAL (bad body).
+ * home_pid there died of a signal (or failed: OFFLOAD_GONE_FAILED); the process ends here
+ * too, with that signal when it would end it, else SIGKILL, logged. Answer 0, -ESRCH (no such home), or -EINVAL (bad body).
  */
 void offload_msg_gone_in(struct offload_dev *od, u32 src, u64 token, const u8 *body,
 			 u32 blen)
@@ -309,8 +313,10 @@ void offload_msg_gone_in(struct offload_dev *od, u32 src, u64 token, const u8 *b
 		sig = offload_gone_signal(p, signo);
 		offload_proc_comm(p, comm);
 		dev_warn_ratelimited(&od->vdev->dev,
-				     "pid %u (%s): its shadow on node %u died of signal %u: signal %d\n",
-				     home_pid, comm, src, signo, sig);
+				     "pid %u (%s): its shadow on node %u %s %u: signal %d\n",
+				     home_pid, comm, src,
+				     signo == OFFLOAD_GONE_FAILED ? "failed, status" : "died of signal",
+				     signo == OFFLOAD_GONE_FAILED ? 0 : signo, sig);
 		kill_pid(p->pid, sig, 1);
 		hits++;
 		break;

@@ -237,13 +237,26 @@ void push_signal(const struct sig_push *p)
 
 /* ---- shadow side: the agent ---- */
 
+/* shim_map_file: [addr, addr+len) of this node's copy of path (offset off, prot), private;
+ * MAP_FIXED, or MAP_FIXED_NOREPLACE with noreplace. 0 or -errno. */
+long shim_map_file(const char *path, uint64_t addr, uint64_t len, uint32_t prot, uint64_t off,
+                   int noreplace)
+{
+    long fd = sys4(SYS_openat, -100 /* AT_FDCWD */, path, O_RDONLY | O_CLOEXEC_, 0), r = fd;
+    if (fd >= 0) {
+        r = shim_sys6(SYS_mmap, (long)addr, (long)len, prot,
+                      MAP_PRIVATE | (noreplace ? MAP_FIXED_NOREPLACE : MAP_FIXED), fd, (long)off);
+        sys1(SYS_close, fd);
+    }
+    return is_err(r) ? r : 0;
+}
+
 /* agent_file: a file mapping made at home, made here from this node's copy of the file.
  * One that cannot be made is logged and left unmapped (a thread here that touches it gets
  * SIGSEGV); a shared writable one cannot be coherent between nodes and is left too. */
 static long agent_file(const struct offload_push *m)
 {
     const struct file_push *f = (const struct file_push *)m->data;
-    long fd, r;
     if (m->len != sizeof *f || f->path[sizeof f->path - 1] || !f->len ||
         ((f->addr | f->len) & (PAGE - 1)))
         return -22;
@@ -252,13 +265,7 @@ static long agent_file(const struct offload_push *m)
         shim_say_kmsg(f->path);
         return 0;
     }
-    fd = sys4(SYS_openat, -100 /* AT_FDCWD */, f->path, O_RDONLY | O_CLOEXEC_, 0);
-    r = fd < 0 ? fd
-               : shim_sys6(SYS_mmap, (long)f->addr, (long)f->len, f->prot,
-                           MAP_PRIVATE | MAP_FIXED, fd, (long)f->off);
-    if (fd >= 0)
-        sys1(SYS_close, fd);
-    if (is_err(r)) {
+    if (shim_map_file(f->path, f->addr, f->len, f->prot, f->off, 0) < 0) {
         shim_say_kmsg("offload-shim: shadow: cannot map a file the home mapped:");
         shim_say_kmsg(f->path);
     }

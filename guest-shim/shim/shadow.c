@@ -4,7 +4,9 @@
  * OFFLOAD_SHADOW=NODE:PID:TID:REC_OFF:REC_LEN and OFFLOAD_FD=n (its /dev/offload file,
  * attached). The constructor here:
  *  1. maps the record, checks that every FILE mapping of the home is here at the same
- *     address (path, offset, prot): else the image differs and nothing can be resumed;
+ *     address (path, offset, prot), mapping from this node's copy those the home made at
+ *     run time where nothing of ours is: else the image differs and nothing can be resumed
+ *     (status 127; the driver tells the home, which ends the process);
  *  2. copies what it still needs (context, maps) into a private region that no window
  *     mapping will cover, and continues on that region as its stack;
  *  3. maps every WIN region MAP_FIXED|MAP_SHARED over its own memory (data, bss, heap,
@@ -113,17 +115,31 @@ static uint64_t parse_u(const char **p)
 
 static struct pmap here[2048];
 
-/* files_match: every FILE entry of the record is mapped here identically. */
+/* free_here: nothing of this process is mapped in [lo, hi) (here[0..n)). */
+static int free_here(int n, uint64_t lo, uint64_t hi)
+{
+    for (int k = 0; k < n; k++)
+        if (here[k].lo < hi && here[k].hi > lo)
+            return 0;
+    return 1;
+}
+
+/* files_match: every FILE entry of the record is mapped here identically (the program and
+ * the libraries ld.so loaded), or, where nothing is mapped here, is mapped now from this
+ * node's copy of the file: a file the home mapped at run time (a locale archive, a library
+ * loaded with dlopen, a data file) before the thread moved. */
 static int files_match(const char *rec, uint64_t len, const struct rec_view *v)
 {
     int n = procmaps_read(here, 2048);
     for (uint32_t i = 0; i < v->n_maps; i++) {
         const struct rec_map *m = &v->maps[i];
+        const char *path = rec_map_path(rec, len, m);
         int ok = m->kind != REC_FILE;
         for (int k = 0; k < n && !ok; k++)
             ok = here[k].lo == m->addr && here[k].hi == m->addr + m->len &&
-                 here[k].off == m->off && here[k].prot == m->prot &&
-                 path_is(here[k].path, rec_map_path(rec, len, m));
+                 here[k].off == m->off && here[k].prot == m->prot && path_is(here[k].path, path);
+        if (!ok && free_here(n, m->addr, m->addr + m->len))
+            ok = shim_map_file(path, m->addr, m->len, m->prot, m->off, 1) == 0;
         if (!ok) {
             shim_say_kmsg("offload-shim: shadow: file mapping differs from the home's:");
             shim_say_kmsg(rec_map_path(rec, len, m));

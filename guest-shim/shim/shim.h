@@ -252,6 +252,8 @@ void push_after_fork(void) HIDDEN;
 void layout_describe(struct layout_req *q, uint64_t lo, uint64_t hi) HIDDEN;
 long home_layout_call(long nr, const long *a) HIDDEN;
 int push_agent_start(char *stack_lo, char *stack_hi) HIDDEN;
+long shim_map_file(const char *path, uint64_t addr, uint64_t len, uint32_t prot, uint64_t off,
+                   int noreplace) HIDDEN;
 /* A signal for a thread of the process that runs on another node, pushed to its shadows
  * (the bytes of an OFFLOAD_IOC_PUSH, told apart from a layout_req by mark). */
 #define SIG_PUSH_MARK 0x4f4c5349474e414cL /* "LANGISLO" */

@@ -12,11 +12,16 @@
  * show the old round's values there). Without the changes reaching b the worker reads
  * stale values or dies of SIGSEGV. After the first round the main thread closes every fd
  * above stderr with close_range, as daemons do: the shim's own files (the window's, the
- * worker's executor's) must survive it. Last, the main thread maps its own program file
- * read-only (a file mapping, not window memory: each node maps its identical copy) and the
- * worker sums it too.
+ * worker's executor's) must survive it. Last, the worker sums two read-only mappings of
+ * the program file (file mappings, not window memory: each node maps its identical copy):
+ * one the main thread made before the worker existed (it travels in the spawn record), one
+ * made at the end (it is pushed).
  *
- * Usage: ot-layout [-r ROUNDS]
+ * With -m PATH the main thread also maps PATH before the worker exists: a file that exists
+ * only at home makes the worker's shadow fail to start on b, and the process must then end
+ * at home (SIGKILL, the driver says why) instead of waiting for the worker.
+ *
+ * Usage: ot-layout [-r ROUNDS] [-m PATH]
  * Output: "layout: rounds=R sum=S file=same ok" (or "... BAD round=K", "file=differs").
  */
 #define _GNU_SOURCE
@@ -102,35 +107,59 @@ static unsigned long hand(unsigned long *p, unsigned long n, int round)
 	return sum;
 }
 
-/* file_round: the program file mapped read-only, summed here and by the worker. */
-static int file_round(int round)
+/* map_path: the first page of path mapped read-only, kept for the process's life. */
+static int map_path(const char *path)
+{
+	int fd = open(path, O_RDONLY);
+	void *p = fd < 0 ? MAP_FAILED : mmap(NULL, 4096, PROT_READ, MAP_PRIVATE, fd, 0);
+	if (fd >= 0)
+		close(fd);
+	if (p == MAP_FAILED) {
+		perror("layout: -m");
+		return -1;
+	}
+	return 0;
+}
+
+/* map_exe: the program file mapped read-only (*words long), or NULL. */
+static unsigned long *map_exe(unsigned long *words)
 {
 	struct stat st;
 	int fd = open("/proc/self/exe", O_RDONLY);
-	unsigned long *p, n, want = 0, got;
+	unsigned long *p, n;
 	if (fd < 0 || fstat(fd, &st) || st.st_size < 4096)
-		return -1;
+		return NULL;
 	n = (unsigned long)st.st_size / 4096 * 4096;
 	p = mmap(NULL, n, PROT_READ, MAP_PRIVATE, fd, 0);
 	close(fd);
-	if (p == MAP_FAILED)
+	*words = n / sizeof(unsigned long);
+	return p == MAP_FAILED ? NULL : p;
+}
+
+/* file_round: file mapping p (n words) summed here and by the worker; -1 without one. */
+static int file_round(unsigned long *p, unsigned long n, int round)
+{
+	unsigned long want = 0;
+	if (!p)
 		return -1;
-	n /= sizeof(unsigned long);
 	for (unsigned long i = 0; i < n; i++)
 		want += p[i];
-	got = hand(p, n, round);
-	munmap(p, n * sizeof(unsigned long));
-	return got == want;
+	return hand(p, n, round) == want;
 }
 
 int main(int argc, char **argv)
 {
-	int rounds = 20, opt, bad = -1, file;
-	unsigned long total = 0, got;
+	int rounds = 20, opt, bad = -1, file, late;
+	unsigned long total = 0, got, early_n = 0, late_n = 0, *early, *late_p;
 	pthread_t t;
 
-	while ((opt = getopt(argc, argv, "r:")) != -1)
-		rounds = opt == 'r' ? atoi(optarg) : rounds;
+	while ((opt = getopt(argc, argv, "r:m:")) != -1) {
+		if (opt == 'r')
+			rounds = atoi(optarg);
+		else if (opt == 'm' && map_path(optarg))
+			return 5;
+	}
+	early = map_exe(&early_n);
 	if (pthread_create(&t, NULL, worker, NULL))
 		return 2;
 	for (int round = 1; round <= rounds; round++) {
@@ -151,7 +180,11 @@ int main(int argc, char **argv)
 			return 4;
 		}
 	}
-	file = file_round(rounds + 1);
+	file = file_round(early, early_n, rounds + 1);
+	late_p = map_exe(&late_n);
+	late = file_round(late_p, late_n, rounds + 2);
+	if (file == 1 && late != 1)
+		file = late;
 	pthread_mutex_lock(&lock);
 	stop = 1;
 	pthread_cond_broadcast(&changed);

@@ -55,6 +55,7 @@ fn script_a() -> String {
          echo layout-local-$($T ot-layout)\n\
          echo layout-split-$($T offload run --place 1=b -- ot-layout)\n\
          $T offload run --on b -- ot-crash; echo crash-status=$?\n\
+         echo only-in-a > /tmp/only-in-a; $T offload run --place 1=b -- ot-layout -r 1 -m /tmp/only-in-a; echo lonely-status=$?\n\
          $T offload run --on b -- ot-forkexec > /tmp/fe.out 2>&1; echo forkexec-status=$?\n\
          sed \"s/^/fe| /\" /tmp/fe.out\n\
          mkfifo /tmp/vin; sleep 1000 > /tmp/vin & S=$!\n\
@@ -128,6 +129,15 @@ fn layout_changes_made_at_home_reach_a_thread_on_b() {
 fn a_thread_that_dies_on_b_ends_its_process_in_a() {
     has("a| crash: faulting now");
     has("a| crash-status=139");
+}
+
+/// Proves that a shadow that cannot start (here: the home mapped a file, /tmp/only-in-a, that
+/// b does not have) ends the process at home (SIGKILL: 137) instead of leaving it waiting
+/// for its thread (124 from `timeout 300`): b's driver sends GONE when the shadow exits
+/// with a failure status.
+#[test]
+fn a_shadow_that_cannot_start_ends_its_process_in_a() {
+    has("a| lonely-status=137");
 }
 
 /// Proves that an offloaded thread's file-system calls run in the home VM: the tree, the file
