@@ -113,11 +113,12 @@ fn run_both() -> Result<String, String> {
     let (ga, gb) = (script_a(), script_b());
     let script = format!(
         r#"{PROLOGUE}
-vmm launch --node b --peers $P --secret /tmp/key -- sh -c {gb} > /tmp/b.log 2>&1 &
-vmm launch --node a --peers $P --secret /tmp/key -- sh -c {ga} > /tmp/a.log 2>&1
+vmm launch --node b --peers $P --secret /tmp/key -- sh -c {gb} > /tmp/b.log 2>/tmp/b.err &
+vmm launch --node a --peers $P --secret /tmp/key -- sh -c {ga} > /tmp/a.log 2>/tmp/a.err
 echo "a-status=$?"
 wait $!; echo "b-status=$?"
 sed 's/^/a| /' /tmp/a.log; sed 's/^/b| /' /tmp/b.log
+sed 's/^/a-vmm| /' /tmp/a.err; sed 's/^/b-vmm| /' /tmp/b.err
 dmesg | tail -15 | sed 's/^/host-dmesg| /'
 "#
     );

@@ -76,16 +76,19 @@ fn script_b() -> String {
     ))
 }
 
-/// One test-host run for every scenario but the lost peer.
+/// One test-host run for every scenario but the lost peer. Each monitor's own log (stderr)
+/// goes to the console through a pipe of its own (`a-vmm| `): sharing the guest output's
+/// pipe, a log line could land in the middle of a guest line.
 fn run() -> &'static str {
     static OUT: OnceLock<String> = OnceLock::new();
     OUT.get_or_init(|| {
         let (ga, gb) = (script_a(), script_b());
         let script = format!(
             r#"{PROLOGUE}
-{{ vmm launch --node b --peers $P --secret /tmp/key -- sh -c {gb}; echo "b-status=$?"; }} 2>&1 | prefix "b| " &
+exec 4>&1
+{{ {{ vmm launch --node b --peers $P --secret /tmp/key -- sh -c {gb}; echo "b-status=$?"; }} 2>&1 1>&3 | prefix "b-vmm| " >&4; }} 3>&1 | prefix "b| " &
 B=$!
-{{ vmm launch --node a --peers $P --secret /tmp/key -- sh -c {ga}; echo "a-status=$?"; }} 2>&1 | prefix "a| "
+{{ {{ vmm launch --node a --peers $P --secret /tmp/key -- sh -c {ga}; echo "a-status=$?"; }} 2>&1 1>&3 | prefix "a-vmm| " >&4; }} 3>&1 | prefix "a| "
 wait $B
 "#
         );

@@ -32,13 +32,14 @@ fn run() -> &'static str {
             r#"printf 'an example cluster key of more than 32 bytes' > /tmp/key; chmod 600 /tmp/key
 P=a=127.0.0.1:7001,b=127.0.0.1:7002
 vmm launch --node b --peers $P --secret /tmp/key -- sh -c '{GUEST_LIB}
-{SCRIPT_B}' > /tmp/b.log 2>&1 &
+{SCRIPT_B}' > /tmp/b.log 2>/tmp/b.err &
 B=$!
 vmm launch --node a --peers $P --secret /tmp/key -- sh -c '{GUEST_LIB}
-{SCRIPT_A}' > /tmp/a.log 2>&1
+{SCRIPT_A}' > /tmp/a.log 2>/tmp/a.err
 echo "a-status=$?"
 wait $B; echo "b-status=$?"
 sed 's/^/a| /' /tmp/a.log; sed 's/^/b| /' /tmp/b.log
+sed 's/^/a-vmm| /' /tmp/a.err; sed 's/^/b-vmm| /' /tmp/b.err
 "#
         );
         let opts = RunOpts {
