@@ -12,7 +12,9 @@ use offload_tests::{Harness, RunOpts};
 fn opts(name: &str) -> RunOpts {
     RunOpts {
         name: name.into(),
-        timeout: Some(std::time::Duration::from_secs(1500)),
+        // A run takes 2-3 minutes; the emulated host has stalled now and then (qemu busy, no
+        // progress): such a run is killed at the timeout and booted once more.
+        timeout: Some(std::time::Duration::from_secs(900)),
         // An L2 guest of the emulated host triple-faults now and then on its own (docs/dsm.md,
         // "L2 guests crash in the emulated test host"); such a run is repeated, and says so.
         triple_fault_retries: Some(3),
@@ -52,8 +54,8 @@ fn script_a() -> String {
          echo marked-$($T offload run -- ot-threads)\n\
          echo remote-$($T offload run --on b -- ot-threads)\n\
          echo split-$($T offload run --place 1=b,2=b -- ot-threads)\n\
-         echo layout-local-$($T ot-layout)\n\
-         echo layout-split-$($T offload run --place 1=b -- ot-layout)\n\
+         echo layout-local-$($T ot-layout -r 5)\n\
+         echo layout-split-$($T offload run --place 1=b -- ot-layout -r 5)\n\
          $T offload run --on b -- ot-crash; echo crash-status=$?\n\
          echo only-in-a > /tmp/only-in-a; $T offload run --place 1=b -- ot-layout -r 1 -m /tmp/only-in-a; echo lonely-status=$?\n\
          $T offload run --on b -- ot-forkexec > /tmp/fe.out 2>&1; echo forkexec-status=$?\n\
@@ -115,8 +117,10 @@ fn has(line: &str) {
 /// the thread at home.
 #[test]
 fn layout_changes_made_at_home_reach_a_thread_on_b() {
-    has("a| layout-local-layout: rounds=20 sum=1725022371840 file=same ok");
-    has("a| layout-split-layout: rounds=20 sum=1725022371840 file=same ok");
+    // 5 rounds (~30 pages each between a and b): the emulated host's guests die more often
+    // the more pages move (docs/dsm.md); bench-layout runs more.
+    has("a| layout-local-layout: rounds=5 sum=124054671360 file=same ok");
+    has("a| layout-split-layout: rounds=5 sum=124054671360 file=same ok");
     let out = run();
     assert!(
         !out.contains("could not start a thread on its node"),
