@@ -234,9 +234,6 @@ struct offload_threads {
 /* Largest push (the shim's layout change or signal: opaque to the driver). */
 #define OFFLOAD_PUSH_MAX 1024
 
-/* struct offload_push.flags (PUSH_WAIT): return -EAGAIN instead of waiting. */
-#define OFFLOAD_PUSH_NOWAIT 1u
-
 /*
  * OFFLOAD_IOC_PUSH (in): data[0..len), for the shadows of the calling (home) process (a
  * layout change it made, a signal for one of its threads): the driver sends it to every
@@ -244,9 +241,9 @@ struct offload_threads {
  * the first error (the process is then SIGKILLed: a shadow may map memory the home no
  * longer does). id, home_node, home_pid,
  * flags must be 0.
- * OFFLOAD_IOC_PUSH_WAIT (in: flags; out: the rest): on a shadow's file, the next push
- * from its home (home_node, home_pid), named by id for PUSH_DONE. Waits
- * (interruptibly) unless flags has OFFLOAD_PUSH_NOWAIT (-EAGAIN). 1048 bytes.
+ * OFFLOAD_IOC_PUSH_WAIT (in: flags, which must be 0; out: the rest): on a shadow's file,
+ * the next push from its home (home_node, home_pid), named by id for PUSH_DONE. Waits
+ * interruptibly (-EINTR). 1048 bytes.
  */
 struct offload_push {
 	__u64 id;

@@ -93,16 +93,12 @@ void offload_push_release(struct offload_file *of)
 	offload_push_put_all(of->od, &gone);
 }
 
-/*
- * offload_push_queue: queue @msg on every shadow of (src, home pid) (proc_lock held).
- * Returns how many took it.
- */
-static unsigned int offload_push_queue(struct offload_dev *od, struct offload_push_msg *msg)
+/* offload_push_queue: queue @msg on every shadow of (src, home pid) (proc_lock held). */
+static void offload_push_queue(struct offload_dev *od, struct offload_push_msg *msg)
 {
 	struct offload_push_item *it;
 	struct offload_file *of;
 	struct offload_proc *p;
-	unsigned int hits = 0;
 
 	lockdep_assert_held(&od->proc_lock);
 	list_for_each_entry(p, &od->procs, link) {
@@ -122,9 +118,7 @@ static unsigned int offload_push_queue(struct offload_dev *od, struct offload_pu
 		list_add_tail(&it->link, &of->push_queue);
 		of->push_queued++;
 		wake_up_interruptible(&of->push_wq);
-		hits++;
 	}
-	return hits;
 }
 
 /*
@@ -216,8 +210,8 @@ static bool offload_is_shadow(struct offload_file *of)
 }
 
 /*
- * offload_ioc_push_wait: OFFLOAD_IOC_PUSH_WAIT. Errors: -EINVAL (not a shadow, unknown
- * flags), -EAGAIN (nothing queued and NOWAIT), -EINTR (a signal), -EFAULT, -ENOMEM.
+ * offload_ioc_push_wait: OFFLOAD_IOC_PUSH_WAIT. Errors: -EINVAL (not a shadow, nonzero
+ * flags), -EINTR (a signal), -EFAULT, -ENOMEM.
  */
 long offload_ioc_push_wait(struct offload_file *of, void __user *uarg)
 {
@@ -228,11 +222,9 @@ long offload_ioc_push_wait(struct offload_file *of, void __user *uarg)
 
 	if (get_user(flags, (u32 __user *)(uarg + offsetof(struct offload_push, flags))))
 		return -EFAULT;
-	if ((flags & ~OFFLOAD_PUSH_NOWAIT) || !offload_is_shadow(of))
+	if (flags || !offload_is_shadow(of))
 		return -EINVAL;
 	while (!(it = offload_push_take(of))) {
-		if (flags & OFFLOAD_PUSH_NOWAIT)
-			return -EAGAIN;
 		if (wait_event_interruptible(of->push_wq, READ_ONCE(of->push_queued)))
 			return -EINTR;
 	}
@@ -242,7 +234,6 @@ long offload_ioc_push_wait(struct offload_file *of, void __user *uarg)
 		l->home_node = it->msg->home_node;
 		l->home_pid = it->msg->home_pid;
 		l->len = it->msg->len;
-		l->flags = flags;
 		memcpy(l->data, it->msg->data, it->msg->len);
 		if (copy_to_user(uarg, l, sizeof(*l)))
 			err = -EFAULT;

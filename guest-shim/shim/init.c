@@ -43,6 +43,19 @@ void shim_zero_fast(void *dst, size_t n)
         *d++ = 0;
 }
 
+/* shim_put_num: v in decimal at p (not terminated); returns the end. */
+char *shim_put_num(char *p, uint64_t v)
+{
+    char d[24];
+    int n = 0;
+    do
+        d[n++] = (char)('0' + v % 10);
+    while ((v /= 10));
+    while (n)
+        *p++ = d[--n];
+    return p;
+}
+
 size_t shim_strlen(const char *s)
 {
     size_t n = 0;

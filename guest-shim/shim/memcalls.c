@@ -21,7 +21,6 @@
 
 struct brk_state shim_brk;
 
-static int is_err(long r) { return r < 0 && r > -4096; }
 
 /* copy_nonzero: copy len bytes (page multiple) from src to dst, skipping all-zero pages so
  * the destination stays sparse (fresh window pages and fresh private pages read zero). */
@@ -61,7 +60,6 @@ long adopt(uint64_t addr, uint64_t len, int prot, int copy)
     return 0;
 }
 
-static uint64_t pgup(uint64_t x) { return (x + PAGE - 1) & ~(uint64_t)(PAGE - 1); }
 
 long mem_mmap(const long *a)
 {

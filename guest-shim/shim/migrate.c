@@ -37,8 +37,6 @@ static char exe[4096];
 static struct rec_ctx ctx;
 static long target_node = -1;
 
-static int is_err(long r) { return r < 0 && r > -4096; }
-static uint64_t pgup(uint64_t x) { return (x + PAGE - 1) & ~(uint64_t)(PAGE - 1); }
 
 /* capture: the trap-time context; rax = 0 is what the migrate call returns over there. */
 /* frame_fp_size: bytes of FPU state in a signal frame: the xsave image (extended_size of
@@ -137,17 +135,6 @@ static long write_record(struct rec_ctx *c, uint64_t *off, uint64_t *len)
 
 /* ---- test mode: migrate to ourselves through exec ---- */
 
-static char *put_num(char *p, uint64_t v)
-{
-    char d[24];
-    int n = 0;
-    do
-        d[n++] = (char)('0' + v % 10);
-    while ((v /= 10));
-    while (n)
-        *p++ = d[--n];
-    return p;
-}
 
 static char shadow_var[128];
 static char *new_env[1024];
@@ -159,15 +146,15 @@ static long exec_self(uint64_t off, uint64_t len)
     const char *pre = "OFFLOAD_SHADOW=";
     while (*pre)
         *p++ = *pre++;
-    p = put_num(p, shim_win.node);
+    p = shim_put_num(p, shim_win.node);
     *p++ = ':';
-    p = put_num(p, (uint64_t)sys0(SYS_getpid));
+    p = shim_put_num(p, (uint64_t)sys0(SYS_getpid));
     *p++ = ':';
-    p = put_num(p, (uint64_t)sys0(SYS_gettid));
+    p = shim_put_num(p, (uint64_t)sys0(SYS_gettid));
     *p++ = ':';
-    p = put_num(p, off);
+    p = shim_put_num(p, off);
     *p++ = ':';
-    p = put_num(p, len);
+    p = shim_put_num(p, len);
     *p = 0;
     for (char **e = shim_envp; e && *e && n < 1022; e++)
         new_env[n++] = *e;

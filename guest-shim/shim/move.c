@@ -26,8 +26,6 @@ static struct pmap pm[PM_MAX];
 static int npm;
 static char temp_stack[64 * 1024] __attribute__((aligned(16)));
 
-static int is_err(long r) { return r < 0 && r > -4096; }
-static uint64_t pgup(uint64_t x) { return (x + PAGE - 1) & ~(uint64_t)(PAGE - 1); }
 
 /* next_lo: start of the first mapping at or above addr (end of address space if none). */
 static uint64_t next_lo(uint64_t addr)

@@ -37,8 +37,6 @@ int shim_pushing;       /* home: a shadow exists somewhere: changes are pushed *
 int shim_push_possible; /* home: OFFLOAD_ON or OFFLOAD_PLACE: changes take the push lock */
 static int push_lock_word;
 
-static int is_err(long r) { return r < 0 && r > -4096; }
-static uint64_t pgup(uint64_t x) { return (x + PAGE - 1) & ~(uint64_t)(PAGE - 1); }
 
 /* ---- the push lock (held across a change and its push; signals blocked) ---- */
 
@@ -142,13 +140,10 @@ static void push_file(uint64_t addr, uint64_t len, const long *a)
 {
     static struct offload_push msg;
     struct file_push *f = (struct file_push *)msg.data;
-    char link[40] = "/proc/self/fd/", *p = link + 14;
-    long n, fd = a[4], div = 1;
+    char link[40] = "/proc/self/fd/";
+    long n;
     shim_zero(&msg, sizeof msg);
-    while (fd / div >= 10)
-        div *= 10;
-    for (; div; div /= 10)
-        *p++ = (char)('0' + fd / div % 10);
+    *shim_put_num(link + 14, (uint64_t)a[4]) = 0;
     n = sys4(SYS_readlinkat, -100 /* AT_FDCWD */, link, f->path, sizeof f->path - 1);
     if (n <= 0 || n >= (long)sizeof f->path - 1 || f->path[0] != '/' ||
         ends_with(f->path, (size_t)n, " (deleted)"))

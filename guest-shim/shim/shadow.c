@@ -92,8 +92,6 @@ void shadow_threads_add(int n)
         sys1(SYS_exit_group, 0);
 }
 
-static int is_err(long r) { return r < 0 && r > -4096; }
-static uint64_t pgup(uint64_t x) { return (x + PAGE - 1) & ~(uint64_t)(PAGE - 1); }
 
 /* die: stderr is /dev/null in a shadow (offload shadow redirects it): the kernel log too. */
 static void die(const char *msg)

@@ -107,6 +107,7 @@ void shim_zero(void *dst, size_t n) HIDDEN;
 void shim_copy_fast(void *dst, const void *src, size_t n) HIDDEN; /* 8-byte aligned, n%8==0 */
 void shim_zero_fast(void *dst, size_t n) HIDDEN;                  /* same */
 size_t shim_strlen(const char *s) HIDDEN;
+char *shim_put_num(char *p, uint64_t v) HIDDEN; /* decimal, not terminated; returns the end */
 int shim_readable(const void *p, size_t n) HIDDEN;
 const char *shim_getenv(char **envp, const char *name) HIDDEN;
 void shim_say(const char *msg) HIDDEN; /* to stderr */
@@ -115,6 +116,8 @@ extern char **shim_envp HIDDEN;        /* the environment the process started wi
 /* ---- marked mode: all private writable memory in the window (window.c, layout.c,
  * memcalls.c, move.c, procmaps.c; docs/offload-threads.md section 1) ---- */
 #define PAGE 4096
+static inline int is_err(long r) { return r < 0 && r > -4096; } /* a raw call's -errno */
+static inline uint64_t pgup(uint64_t x) { return (x + PAGE - 1) & ~(uint64_t)(PAGE - 1); }
 #define O_CLOEXEC_ 02000000
 extern int shim_marked HIDDEN; /* 1: this process's writable memory is in the window */
 
